@@ -1,0 +1,1 @@
+"""Adapters from CertPortal's ports to the outside world: CAs, vaults and directories."""

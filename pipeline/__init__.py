@@ -1,0 +1,1 @@
+"""The CertPortal domain: requests, certificates, the provisioning state machine, store and queue."""
