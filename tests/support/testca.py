@@ -122,7 +122,9 @@ class TestCA:
     def issuing_pem(self) -> bytes:
         return self.issuing.public_bytes(serialization.Encoding.PEM)
 
-    def issue(self, csr_pem: bytes, mailbox: str, *, days: int = 365, now: dt.datetime | None = None) -> x509.Certificate:
+    def issue(
+        self, csr_pem: bytes, mailbox: str, *, days: int = 365, now: dt.datetime | None = None
+    ) -> x509.Certificate:
         """Sign the CSR's public key for ``mailbox``; like the commercial CAs, ignore the CSR's subject."""
         csr = x509.load_pem_x509_csr(csr_pem)
         public_key = csr.public_key()
