@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 LOOKUP_WINDOW = dt.timedelta(days=30)  # orders older than this are never ours to resume
 LOOKUP_MAX_ORDERS = 500  # beyond this, give up and let an admin reconcile
 LOOKUP_PAGE = 100
+# No Retry-After is documented for 429; 5 s clears the 100-per-5-seconds window.
+RATE_LIMIT_WAIT = 5.0
 
 
 class _UTCClock:
@@ -83,6 +86,7 @@ class DigiCertCA:
         base_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
         policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self._has_key = bool(api_key)
@@ -95,8 +99,7 @@ class DigiCertCA:
             base_url=self.base_url,
             timeout=settings.timeout_seconds,
             headers={"X-DC-DEVKEY": api_key, "Content-Type": "application/json", "Accept": "application/json"},
-            # No Retry-After is documented; 5 s clears the 100-per-5-seconds window.
-            policy=policy or RetryPolicy(default_retry_after=5.0),
+            policy=policy or RetryPolicy(default_retry_after=RATE_LIMIT_WAIT, sleep=sleep),
             describe_error=describe_error,
             transport=AmbiguousAfterSendTransport(transport),
         )
