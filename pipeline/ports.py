@@ -172,21 +172,21 @@ class DirectoryPublisher(Protocol):
 
 
 class NotificationKind(enum.StrEnum):
-    REQUEST_SUBMITTED = "request_submitted"      # to approvers
-    REQUEST_APPROVED = "request_approved"        # to requester
+    REQUEST_SUBMITTED = "request_submitted"  # to approvers
+    REQUEST_APPROVED = "request_approved"  # to requester
     REQUEST_DENIED = "request_denied"
     REQUEST_EXPIRED = "request_expired"
     REQUEST_CANCELLED = "request_cancelled"
-    PROVISIONING = "provisioning"                # the worker started
+    PROVISIONING = "provisioning"  # the worker started
     AWAITING_VALIDATION = "awaiting_validation"  # the CA waits on the employee (validation email)
     CERTIFICATE_READY = "certificate_ready"
-    REQUEST_FAILED = "request_failed"            # to requester and approvers
+    REQUEST_FAILED = "request_failed"  # to requester and approvers
     NEEDS_RECONCILIATION = "needs_reconciliation"  # to approvers
-    PUBLISH_FAILING = "publish_failing"          # to approvers
-    REMINDER = "reminder"                        # to the certificate's owner
-    REVOKED = "revoked"                          # to the owner
-    OFFBOARDED = "offboarded"                    # to approvers
-    ADMIN_NOTICE = "admin_notice"                # to approvers
+    PUBLISH_FAILING = "publish_failing"  # to approvers
+    REMINDER = "reminder"  # to the certificate's owner
+    REVOKED = "revoked"  # to the owner
+    OFFBOARDED = "offboarded"  # to approvers
+    ADMIN_NOTICE = "admin_notice"  # to approvers
 
 
 @dataclass(frozen=True)

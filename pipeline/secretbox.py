@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pipeline.errors import ConfigError, CertPortalError
+from pipeline.errors import CertPortalError, ConfigError
 
 KEY_FILE_NAME = "master.keys"
 
@@ -59,7 +59,9 @@ class SecretBox:
         """MAC keys for the audit chain by key id; the first one signs new entries."""
         out: dict[str, bytes] = {}
         for raw in self._raw:
-            mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"certportal audit chain v1").derive(raw)
+            mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"certportal audit chain v1").derive(
+                raw
+            )
             out[hashlib.sha256(mac_key).hexdigest()[:16]] = mac_key
         return out
 

@@ -31,7 +31,7 @@ KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384")
 REVOCATION_REASONS = ("keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "unspecified")
 # No look-alikes (0/O/o, 1/l/I, 5/S, 2/Z, 8/B, u/v) and nothing that needs a
 # symbol keyboard on a phone.
-DEFAULT_PASSWORD_ALPHABET = "abcdefghjkmnpqrstwxyzACDEFGHJKLMNPQRTWXY34679"
+DEFAULT_PASSWORD_ALPHABET = "abcdefghjkmnpqrstwxyzACDEFGHJKLMNPQRTWXY34679"  # noqa: S105 - an alphabet, not a password
 MAX_VALIDITY_DAYS = 824
 
 
@@ -383,7 +383,7 @@ def _coerce(hint: Any, value: Any, where: tuple[str, ...]) -> Any:
     name = ".".join(where)
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)  # type: ignore[type-var]
+        return _build(hint, value, where)  # type: ignore[arg-type, type-var]
     if origin in (types.UnionType, typing.Union):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return None if value is None else _coerce(args[0], value, where)

@@ -39,8 +39,15 @@ _REASON_FLAGS = {
 class LocalCA:
     name = "local"
 
-    def __init__(self, settings: LocalCASettings, *, data_dir: Path, box: SecretBox, clock: Clock,
-                 extra_anchors: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        settings: LocalCASettings,
+        *,
+        data_dir: Path,
+        box: SecretBox,
+        clock: Clock,
+        extra_anchors: list[bytes] | None = None,
+    ) -> None:
         self.settings = settings
         self.state = CAState(data_dir / "ca", box=box, clock=clock, organization=settings.organization)
         self.clock = clock
@@ -67,8 +74,11 @@ class LocalCA:
         csr = _load_csr(csr_pem, subscriber.mailbox)
         ready_at = self.clock.now() + timedelta(seconds=self.settings.issue_delay_seconds)
         row = self.state.create_order(
-            order_id="lca-" + secrets.token_hex(8), idempotency_key=idempotency_key, mailbox=subscriber.mailbox,
-            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(), ready_at=iso(ready_at),
+            order_id="lca-" + secrets.token_hex(8),
+            idempotency_key=idempotency_key,
+            mailbox=subscriber.mailbox,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+            ready_at=iso(ready_at),
         )
         return self.poll(order_id=row["id"])
 
@@ -79,14 +89,20 @@ class LocalCA:
     def poll(self, *, order_id: str) -> Order:
         row = self.state.order(order_id)
         if row is None:
-            raise PermanentFailure("The certificate order was lost.", admin_detail=f"no order {order_id} at the embedded CA")
+            raise PermanentFailure(
+                "The certificate order was lost.", admin_detail=f"no order {order_id} at the embedded CA"
+            )
         if row["status"] == "pending" and parse_iso(row["ready_at"]) <= self.clock.now():
             self._issue(row)
             row = self.state.order(order_id)
             assert row is not None
         return Order(
-            order_id=row["id"], status=OrderStatus(row["status"]), detail=row["detail"],
-            user_message="The certificate could not be issued; IT has the details." if row["status"] == "rejected" else "",
+            order_id=row["id"],
+            status=OrderStatus(row["status"]),
+            detail=row["detail"],
+            user_message="The certificate could not be issued; IT has the details."
+            if row["status"] == "rejected"
+            else "",
         )
 
     def fetch(self, *, order_id: str) -> IssuedCertificate:
@@ -122,8 +138,8 @@ class LocalCA:
         current = self.state.load_crl()
         if current is not None and not force:
             next_update = current.next_update_utc
-            half = (next_update - current.last_update_utc) / 2
-            if next_update is not None and now < next_update - half:
+            half = (next_update - current.last_update_utc) / 2 if next_update else None
+            if next_update is not None and half is not None and now < next_update - half:
                 return current
         issuing, key = self.state.issuing()
         builder = (
@@ -140,7 +156,9 @@ class LocalCA:
             )
         )
         for serial, revoked_at, reason in self.state.revocations():
-            entry = x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(parse_iso(revoked_at))
+            entry = (
+                x509.RevokedCertificateBuilder().serial_number(int(serial, 16)).revocation_date(parse_iso(revoked_at))
+            )
             if reason in _REASON_FLAGS:  # "unspecified" omits the reasonCode (BR 7.2.2)
                 entry = entry.add_extension(x509.CRLReason(_REASON_FLAGS[RevocationReason(reason)]), critical=False)
             builder = builder.add_revoked_certificate(entry.build())
@@ -153,8 +171,12 @@ class LocalCA:
         issuing, key = self.state.issuing()
         now = self.clock.now().replace(microsecond=0)
         builder = profile.leaf_builder(
-            mailbox=row["mailbox"], public_key=csr.public_key(), issuer=issuing,  # type: ignore[arg-type]
-            serial=profile.random_serial(), not_before=now, days=self.settings.validity_days,
+            mailbox=row["mailbox"],
+            public_key=csr.public_key(),  # type: ignore[arg-type]
+            issuer=issuing,
+            serial=profile.random_serial(),
+            not_before=now,
+            days=self.settings.validity_days,
             pki_url=self.settings.pki_url,
         )
         tbs = builder.sign(self._lint_key, profile.CA_HASH)
@@ -166,7 +188,9 @@ class LocalCA:
         waived = sorted({f.code for f in result.at_or_above({"FATAL", "ERROR", "WARNING"})} & self._waivers)
         cert = builder.sign(key, profile.CA_HASH)
         self.state.mark_issued(
-            row["id"], cert_pem=_pem(cert).decode(), serial=format(cert.serial_number, "x"),
+            row["id"],
+            cert_pem=_pem(cert).decode(),
+            serial=format(cert.serial_number, "x"),
             detail=("waived lint findings: " + ", ".join(waived)) if waived else "",
         )
 
@@ -181,7 +205,9 @@ def _load_csr(csr_pem: bytes, mailbox: str) -> x509.CertificateSigningRequest:
     try:
         key_type_of(csr.public_key())
     except PolicyError:
-        raise PermanentFailure("The key type is not allowed.", admin_detail="CSR key is not RSA 2048-4096 or P-256/P-384") from None
+        raise PermanentFailure(
+            "The key type is not allowed.", admin_detail="CSR key is not RSA 2048-4096 or P-256/P-384"
+        ) from None
     if not mailbox or "@" not in mailbox:
         raise PermanentFailure("The mailbox is not valid.", admin_detail=f"bad mailbox {mailbox!r}")
     return csr

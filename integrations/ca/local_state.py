@@ -92,18 +92,30 @@ class CAState:
         root_key = ec.generate_private_key(ec.SECP384R1())
         root_name = profile.ca_name(self.organization, f"{self.organization} Root")
         root = profile.ca_certificate(
-            subject=root_name, key=root_key, issuer=root_name, issuer_key=root_key,
-            not_before=now, days=365 * 20, path_length=None, pki_url=None,
+            subject=root_name,
+            key=root_key,
+            issuer=root_name,
+            issuer_key=root_key,
+            not_before=now,
+            days=365 * 20,
+            path_length=None,
+            pki_url=None,
         )
         issuing_key = ec.generate_private_key(ec.SECP384R1())
         issuing = profile.ca_certificate(
             subject=profile.ca_name(self.organization, f"{self.organization} S/MIME Issuing CA"),
-            key=issuing_key, issuer=root_name, issuer_key=root_key,
-            not_before=now, days=365 * 8, path_length=0, pki_url="",
+            key=issuing_key,
+            issuer=root_name,
+            issuer_key=root_key,
+            not_before=now,
+            days=365 * 8,
+            path_length=0,
+            pki_url="",
         )
         for name, cert, key in (("root", root, root_key), ("issuing", issuing, issuing_key)):
-            der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            der = key.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             conn.execute(
                 "INSERT INTO ca_keys (name, cert_pem, key_enc) VALUES (?, ?, ?)",
                 (name, cert.public_bytes(serialization.Encoding.PEM).decode(), self.box.encrypt(der)),
@@ -123,12 +135,15 @@ class CAState:
         """Re-encrypt the CA keys under ``box``'s first key; returns how many."""
         rows = self.conn.execute("SELECT name, key_enc FROM ca_keys").fetchall()
         for row in rows:
-            self.conn.execute("UPDATE ca_keys SET key_enc = ? WHERE name = ?", (box.rotate(row["key_enc"]), row["name"]))
+            self.conn.execute(
+                "UPDATE ca_keys SET key_enc = ? WHERE name = ?", (box.rotate(row["key_enc"]), row["name"])
+            )
         return len(rows)
 
     # -- orders -------------------------------------------------------------
-    def create_order(self, *, order_id: str, idempotency_key: str, mailbox: str, csr_pem: str,
-                     ready_at: str) -> dict[str, Any]:
+    def create_order(
+        self, *, order_id: str, idempotency_key: str, mailbox: str, csr_pem: str, ready_at: str
+    ) -> dict[str, Any]:
         self.conn.execute(
             "INSERT INTO orders (id, idempotency_key, mailbox, csr_pem, status, ready_at, created_at) "
             "VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -151,13 +166,15 @@ class CAState:
         # Only a pending order becomes issued: two pollers racing sign twice at
         # worst, but only the first certificate is ever recorded or handed out.
         self.conn.execute(
-            "UPDATE orders SET status = 'issued', cert_pem = ?, serial = ?, detail = ? WHERE id = ? AND status = 'pending'",
+            "UPDATE orders SET status = 'issued', cert_pem = ?, serial = ?, detail = ? "
+            "WHERE id = ? AND status = 'pending'",
             (cert_pem, serial, detail, order_id),
         )
 
     def reject(self, order_id: str, detail: str) -> None:
-        self.conn.execute("UPDATE orders SET status = 'rejected', detail = ? WHERE id = ? AND status = 'pending'",
-                          (detail, order_id))
+        self.conn.execute(
+            "UPDATE orders SET status = 'rejected', detail = ? WHERE id = ? AND status = 'pending'", (detail, order_id)
+        )
 
     def cancel(self, order_id: str) -> None:
         self.conn.execute("UPDATE orders SET status = 'cancelled' WHERE id = ? AND status = 'pending'", (order_id,))

@@ -59,14 +59,23 @@ class LocalVault:
         existing = self.conn.execute("SELECT mailbox FROM secrets WHERE serial = ?", (entry.serial,)).fetchone()
         if existing is not None:
             if existing["mailbox"] != entry.mailbox:
-                raise PermanentFailure("The key store refused the certificate.",
-                                       admin_detail=f"local vault already holds serial {entry.serial} for another mailbox")
+                raise PermanentFailure(
+                    "The key store refused the certificate.",
+                    admin_detail=f"local vault already holds serial {entry.serial} for another mailbox",
+                )
             return entry.serial
         self.conn.execute(
             "INSERT INTO secrets (serial, mailbox, not_before, not_after, pfx_enc, password_enc, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING",
-            (entry.serial, entry.mailbox, iso(entry.not_before), iso(entry.not_after),
-             self.box.encrypt(entry.pfx), self.box.encrypt(entry.password.encode()), iso(self.clock.now())),
+            (
+                entry.serial,
+                entry.mailbox,
+                iso(entry.not_before),
+                iso(entry.not_after),
+                self.box.encrypt(entry.pfx),
+                self.box.encrypt(entry.password.encode()),
+                iso(self.clock.now()),
+            ),
         )
         return entry.serial
 
@@ -74,8 +83,12 @@ class LocalVault:
         row = self.conn.execute("SELECT pfx_enc, password_enc FROM secrets WHERE serial = ?", (ref,)).fetchone()
         if row is None:
             raise NotFound(f"the local vault holds nothing for {ref}")
-        self.conn.execute("INSERT INTO retrievals (serial, at, reason) VALUES (?, ?, ?)", (ref, iso(self.clock.now()), reason))
-        return VaultSecret(pfx=self.box.decrypt(row["pfx_enc"]), password=self.box.decrypt(row["password_enc"]).decode())
+        self.conn.execute(
+            "INSERT INTO retrievals (serial, at, reason) VALUES (?, ?, ?)", (ref, iso(self.clock.now()), reason)
+        )
+        return VaultSecret(
+            pfx=self.box.decrypt(row["pfx_enc"]), password=self.box.decrypt(row["password_enc"]).decode()
+        )
 
     def rotate_keys(self, box: SecretBox) -> int:
         """Re-encrypt every entry under ``box``'s first key; returns how many."""
@@ -83,8 +96,10 @@ class LocalVault:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             for r in rows:
-                self.conn.execute("UPDATE secrets SET pfx_enc = ?, password_enc = ? WHERE serial = ?",
-                                  (box.rotate(r["pfx_enc"]), box.rotate(r["password_enc"]), r["serial"]))
+                self.conn.execute(
+                    "UPDATE secrets SET pfx_enc = ?, password_enc = ? WHERE serial = ?",
+                    (box.rotate(r["pfx_enc"]), box.rotate(r["password_enc"]), r["serial"]),
+                )
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise

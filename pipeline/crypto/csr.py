@@ -8,7 +8,11 @@ from cryptography.x509.oid import NameOID
 
 from pipeline.crypto.keys import PrivateKey
 
-HASHES: dict[str, hashes.HashAlgorithm] = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+HASHES: dict[str, hashes.SHA256 | hashes.SHA384 | hashes.SHA512] = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
 
 
 def build_csr(key: PrivateKey, mailbox: str, signature_hash: str = "sha256") -> bytes:

@@ -25,7 +25,9 @@ def generate_key(key_type: str) -> PrivateKey:
 
 def key_to_der(key: PrivateKey) -> bytes:
     """Unencrypted PKCS#8 DER -- only ever handed straight to the secret box."""
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def key_from_der(der: bytes) -> PrivateKey:

@@ -29,6 +29,7 @@ def build_pfx(
     profile: str = "compatible",
     kdf_rounds: int = 2048,
 ) -> bytes:
+    mac: hashes.HashAlgorithm
     if profile == "modern":
         algorithm, mac = pkcs12.PBES.PBESv2SHA256AndAES256CBC, hashes.SHA256()
     else:

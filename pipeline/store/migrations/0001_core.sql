@@ -61,6 +61,7 @@ CREATE TABLE work (
     csr_pem TEXT,
     order_intent_at TEXT,
     order_id TEXT,
+    polls INTEGER NOT NULL DEFAULT 0,
     awaiting_validation_since TEXT,
     validation_reminded_at TEXT,
     cert_pem TEXT,

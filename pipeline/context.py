@@ -1,0 +1,32 @@
+"""Everything the domain needs, built once by the composition root (``bot/wiring.py``) and passed in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.audit import AuditLog
+from pipeline.ports import CertificateAuthority, Clock, DirectoryPublisher, Notifier, Vault
+from pipeline.secretbox import SecretBox
+from pipeline.settings import Settings
+from pipeline.store.db import Store
+
+
+def _no_hook(point: str) -> None:
+    return None
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    store: Store
+    box: SecretBox
+    clock: Clock
+    audit: AuditLog
+    ca: CertificateAuthority
+    vault: Vault
+    directory: DirectoryPublisher
+    notifier: Notifier
+    # Called at named points of the state machine ("before:<step>", "after:<step>",
+    # "order:submitted"); the crash tests use it to die at exact boundaries.
+    hook: Callable[[str], None] = field(default=_no_hook)
