@@ -8,6 +8,7 @@ resumes from its persisted step (at-least-once delivery, with idempotent steps).
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Job:
     attempts: int
     claims: int
     lease_owner: str
+    payload: str = "{}"
 
 
 class LeaseLost(Exception):
@@ -35,16 +37,24 @@ class LeaseLost(Exception):
 
 
 def enqueue(
-    conn: sqlite3.Connection, *, request_id: str, kind: str, step: str, now: datetime, run_after: datetime | None = None
+    conn: sqlite3.Connection,
+    *,
+    request_id: str,
+    kind: str,
+    step: str,
+    now: datetime,
+    run_after: datetime | None = None,
+    payload: dict[str, str] | None = None,
 ) -> None:
     """Queue a job inside the caller's transaction; re-queues a finished job of the same kind."""
     conn.execute(
-        "INSERT INTO jobs (request_id, kind, state, step, run_after, created_at, updated_at) "
-        "VALUES (?, ?, 'queued', ?, ?, ?, ?) "
+        "INSERT INTO jobs (request_id, kind, state, step, run_after, payload, created_at, updated_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) "
         "ON CONFLICT (request_id, kind) DO UPDATE SET state = 'queued', step = excluded.step, attempts = 0, "
+        "payload = excluded.payload, "
         "run_after = excluded.run_after, lease_owner = NULL, lease_expires = NULL, updated_at = excluded.updated_at "
         "WHERE jobs.state NOT IN ('queued', 'running')",
-        (request_id, kind, step, iso(run_after or now), iso(now), iso(now)),
+        (request_id, kind, step, iso(run_after or now), json.dumps(payload or {}), iso(now), iso(now)),
     )
 
 
@@ -54,7 +64,7 @@ class Queue:
         self.lease = timedelta(seconds=lease_seconds)
 
     def claim(
-        self, owner: str, now: datetime, kinds: tuple[str, ...] = ("provision", "publish", "cancel")
+        self, owner: str, now: datetime, kinds: tuple[str, ...] = ("provision", "publish", "cancel", "revoke")
     ) -> Job | None:
         marks = ",".join("?" * len(kinds))
         with self.store.write() as conn:
@@ -62,7 +72,7 @@ class Queue:
                 f"UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires = ?, claims = claims + 1, "  # noqa: S608
                 f"updated_at = ? WHERE id = (SELECT id FROM jobs WHERE state IN ('queued', 'running') "
                 f"AND run_after <= ? AND (lease_expires IS NULL OR lease_expires < ?) AND kind IN ({marks}) "
-                f"ORDER BY run_after LIMIT 1) RETURNING id, request_id, kind, step, attempts, claims, lease_owner",
+                f"ORDER BY run_after LIMIT 1) RETURNING id, request_id, kind, step, attempts, claims, lease_owner, payload",
                 (owner, iso(now + self.lease), iso(now), iso(now), iso(now), *kinds),
             ).fetchone()
         return Job(**dict(row)) if row else None

@@ -8,6 +8,7 @@ ones fail the request with a reason meant for the employee.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -16,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline import provision
-from pipeline.certificates import publish_certificate
+from pipeline.certificates import publish_certificate, revoke_certificate
 from pipeline.clock import iso
 from pipeline.context import Pipeline
 from pipeline.errors import CertPortalError, NeedsReconciliation, PermanentFailure, RetryLater
-from pipeline.ports import Notification, NotificationKind
+from pipeline.ports import Notification, NotificationKind, RevocationReason
 from pipeline.queue import Job, LeaseLost, Queue, backoff_delay
 from pipeline.requests import FINAL_STATES, get_request
 
@@ -91,6 +92,8 @@ class Worker:
             return self._run_publish(job)
         if job.kind == "cancel":
             return self._run_cancel(job)
+        if job.kind == "revoke":
+            return self._run_revoke(job)
         request = get_request(self.p, job.request_id)
         if request["state"] in FINAL_STATES:
             self._finish(job, "done")
@@ -246,6 +249,36 @@ class Worker:
                 return
             delay = backoff_delay(job.attempts, self.ws.backoff_base_seconds, self.ws.backoff_max_seconds)
             self.queue.reschedule(job, delay=delay, now=self.p.clock.now(), error=detail, failed=True)
+            return
+        self._finish(job, "done")
+
+    def _run_revoke(self, job: Job) -> None:
+        args = json.loads(job.payload)
+        try:
+            revoke_certificate(
+                self.p,
+                serial=args["serial"],
+                reason=RevocationReason(args["reason"]),
+                actor=args.get("actor", "worker"),
+                origin=args.get("origin", ""),
+            )
+        except RetryLater as exc:
+            if job.attempts + 1 >= self.ws.max_attempts:
+                self._finish(job, "failed", exc.admin_detail)
+                self.p.notifier.send(
+                    notification=Notification(
+                        kind=NotificationKind.ADMIN_NOTICE,
+                        serial=args["serial"],
+                        text=f"Revoking certificate {args['serial']} keeps failing: {exc.admin_detail}. "
+                        "Run `certportal revoke` once the CA is reachable.",
+                    )
+                )
+                return
+            delay = exc.delay or backoff_delay(job.attempts, self.ws.backoff_base_seconds, self.ws.backoff_max_seconds)
+            self.queue.reschedule(job, delay=delay, now=self.p.clock.now(), error=exc.admin_detail, failed=True)
+            return
+        except CertPortalError as exc:
+            self._finish(job, "failed", str(exc))
             return
         self._finish(job, "done")
 

@@ -36,7 +36,8 @@ CREATE UNIQUE INDEX requests_one_open ON requests (mailbox)
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
-    kind TEXT NOT NULL DEFAULT 'provision',      -- provision | publish
+    kind TEXT NOT NULL DEFAULT 'provision',      -- provision | publish | cancel | revoke
+    payload TEXT NOT NULL DEFAULT '{}',          -- JSON arguments of non-provision kinds (never secrets)
     state TEXT NOT NULL DEFAULT 'queued',        -- queued | running | done | failed | parked
     step TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,         -- failures so far (drives backoff)

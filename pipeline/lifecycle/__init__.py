@@ -1,0 +1,1 @@
+"""Lifecycle after issuance: reminders, renewal, revocation, offboarding, bulk rollout."""
