@@ -1,0 +1,5 @@
+"""``python -m bot`` is the ``certportal`` command."""
+
+from bot.cli import main
+
+main()
