@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,42 +11,18 @@ from typing import Any
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from integrations.directory.entra_token import MsalTokenSource
 from integrations.directory.exchange_online import ExchangeOnlineDirectory
 from integrations.http import RetryPolicy
 from pipeline.errors import NotFound, PermanentFailure, RetryLater
 from pipeline.settings import ExchangeOnlineSettings
-from tests.fakes.exchange_online import AUTHORITY_HOST, HASHTABLE, FakeExchangeOnline, FakeMailbox
+from tests.fakes.exchange_online import AUTHORITY_HOST, HASHTABLE, FakeExchangeOnline, FakeMailbox, app_credential
 from tests.fakes.server import Fault
 from tests.support.dircerts import FOREIGN_CA, OUR_CA, fp, smime_blob
 
 TENANT, CLIENT = "11111111-2222-3333-4444-555555555555", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 MAILBOX = "alice@example.com"
-
-
-def app_credential(tmp: Path, name: str) -> tuple[Path, x509.Certificate]:
-    """A PEM file with an RSA key and self-signed certificate, as uploaded to the app registration."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    path = tmp / f"{name}.pem"
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    path.write_bytes(pem + certificate.public_bytes(serialization.Encoding.PEM))
-    return path, certificate
 
 
 @pytest.fixture(scope="module")

@@ -15,19 +15,22 @@ MSAL insists on an https authority, so ``msal_transport`` routes
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from tests.fakes.server import Call, FakeServer, Reply
 
@@ -190,6 +193,27 @@ class FakeExchangeOnline(FakeServer):
             "UserCertificate": [base64.b64encode(v).decode() for v in mailbox.certificates],
             "UserSMimeCertificate": [base64.b64encode(v).decode() for v in mailbox.smime],
         }
+
+
+def app_credential(tmp: Path, name: str) -> tuple[Path, x509.Certificate]:
+    """A PEM file with an RSA key and self-signed certificate, as uploaded to the app registration."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp / f"{name}.pem"
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    path.write_bytes(pem + certificate.public_bytes(serialization.Encoding.PEM))
+    return path, certificate
 
 
 def _digest(data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
