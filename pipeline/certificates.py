@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 from typing import Any
@@ -98,17 +99,24 @@ def removable_fingerprints(p: Pipeline, mailbox: str) -> frozenset[str]:
 def publish_certificate(p: Pipeline, *, serial: str, background_on_failure: bool) -> bool:
     """Publish a certificate to the directory, dropping retired ones of ours.
 
-    A failure never fails the request: with ``background_on_failure`` it queues a
-    publish job that retries with backoff. Returns whether it was published now.
+    A retired certificate (expired, superseded, revoked) is removed instead, with
+    the mailbox's other retired ones; a user already gone from the directory has
+    nothing left to remove. A failure never fails the request: with
+    ``background_on_failure`` it queues a publish job that retries with backoff.
+    Returns whether it was published now.
     """
     cert = certificate(p, serial)
-    if cert["status"] != "active":
+    active = cert["status"] == "active"
+    if not active and cert["publish_state"] in ("removed", "skipped"):
         return False
-    der = x509.load_pem_x509_certificate(cert["cert_pem"].encode()).public_bytes(serialization.Encoding.DER)
+    removable = removable_fingerprints(p, cert["mailbox"])
     try:
-        p.directory.publish(
-            mailbox=cert["mailbox"], certificate_der=der, removable_sha256=removable_fingerprints(p, cert["mailbox"])
-        )
+        if active:
+            der = x509.load_pem_x509_certificate(cert["cert_pem"].encode()).public_bytes(serialization.Encoding.DER)
+            p.directory.publish(mailbox=cert["mailbox"], certificate_der=der, removable_sha256=removable)
+        else:
+            with contextlib.suppress(NotFound):  # the user left the directory: nothing to remove
+                p.directory.unpublish(mailbox=cert["mailbox"], removable_sha256=removable)
     except CertPortalError as exc:
         detail = getattr(exc, "admin_detail", str(exc))
         with p.store.write() as conn:
@@ -131,7 +139,7 @@ def publish_certificate(p: Pipeline, *, serial: str, background_on_failure: bool
         if not background_on_failure:
             raise
         return False
-    state = "skipped" if p.directory.name == "none" else "published"
+    state = "skipped" if p.directory.name == "none" else ("published" if active else "removed")
     with p.store.write() as conn:
         conn.execute(
             "UPDATE certificates SET publish_state = ?, updated_at = ? WHERE serial = ?",
@@ -140,13 +148,13 @@ def publish_certificate(p: Pipeline, *, serial: str, background_on_failure: bool
         p.audit.append(
             conn,
             actor="worker",
-            action="directory.published",
+            action="directory.published" if active else "directory.removed",
             subject=cert["mailbox"],
             serial=serial,
             directory=p.directory.name,
         )
     p.audit.anchor_latest()
-    return True
+    return active
 
 
 def revoke_certificate(p: Pipeline, *, serial: str, reason: RevocationReason, actor: str, origin: str = "") -> Row:
