@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pipeline.certificates import current_certificate
 from pipeline.clock import parse_iso
 from pipeline.context import Pipeline
 from pipeline.errors import PolicyError
+from pipeline.lifecycle.reminders import is_expired
 from pipeline.requests import create_request, normalize_mailbox
+
+
+def auto_approvable(*, policy_allows: bool, status: str | None, not_after: datetime | None, now: datetime) -> bool:
+    """Pure rule: with the policy on, a renewal of a still-valid, active certificate needs no approver."""
+    return bool(policy_allows and status == "active" and not_after is not None and not is_expired(not_after, now))
 
 
 def may_auto_approve(p: Pipeline, current: dict[str, Any] | None) -> bool:
     """``[policy] auto_approve_renewals`` covers renewals of a still-valid certificate of the same mailbox."""
-    return bool(
-        p.settings.policy.auto_approve_renewals
-        and current is not None
-        and current["status"] == "active"
-        and parse_iso(current["not_after"]) > p.clock.now()
+    return auto_approvable(
+        policy_allows=p.settings.policy.auto_approve_renewals,
+        status=current["status"] if current else None,
+        not_after=parse_iso(current["not_after"]) if current else None,
+        now=p.clock.now(),
     )
 
 
