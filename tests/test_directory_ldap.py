@@ -201,3 +201,11 @@ def test_invalid_settings_are_refused_early() -> None:
         LdapDirectory(LdapSettings(url="http://dc.example.com", base_dn=BASE_DN), bind_password="")
     with pytest.raises(ConfigError):
         LdapDirectory(LdapSettings(url="ldaps://dc", base_dn=BASE_DN, user_filter="(mail=x)"), bind_password="")
+
+
+def test_all_stale_smime_values_are_removed_on_unpublish(slapd_server: Slapd, ldap_user: tuple[str, str]) -> None:
+    mailbox, dn = ldap_user
+    old, older = OUR_CA.issue(mailbox), OUR_CA.issue(mailbox)
+    slapd_server.set_values(dn, [old], smime=(smime_blob(old, OUR_CA.der), smime_blob(older)))
+    directory(slapd_server).unpublish(mailbox=mailbox, removable_sha256=frozenset({fp(old), fp(older)}))
+    assert slapd_server.values(dn) == ([], [])
