@@ -10,6 +10,7 @@ import click
 from bot.cli.common import actor, fail, state
 from pipeline.certificates import certificate, current_certificate, publish_certificate, revoke_certificate
 from pipeline.drive import run_until_settled
+from pipeline.lifecycle.views import expiring_within, parse_window
 from pipeline.ports import RevocationReason
 from pipeline.requests import create_request, get_request, normalize_mailbox
 from pipeline.settings import KEY_TYPES, REVOCATION_REASONS
@@ -58,15 +59,29 @@ def finish(request_id: str, timeout: float) -> None:
 
 
 @click.command(name="list")
-def list_() -> None:
+@click.option(
+    "--expiring-within",
+    "expiring_within_",
+    metavar="DURATION",
+    default=None,
+    help="Only current certificates expiring within DURATION (e.g. 30d, 2w, 12h), soonest first.",
+)
+def list_(expiring_within_: str | None) -> None:
     """Certificates and open or failed requests, one line each."""
     p = state().pipeline
-    for c in p.store.all("SELECT * FROM certificates ORDER BY mailbox, not_after"):
+    if expiring_within_ is not None:
+        window = parse_window(expiring_within_)
+        certs = expiring_within(p, p.clock.now(), window)
+    else:
+        certs = p.store.all("SELECT * FROM certificates ORDER BY mailbox, not_after")
+    for c in certs:
         click.echo(
             f"certificate {c['mailbox']} serial={c['serial']} status={c['status']} "
             f"expires={c['not_after'][:10]} key={c['key_type']} ca={c['ca_backend']} "
             f"directory={c['publish_state']}"
         )
+    if expiring_within_ is not None:
+        return
     for r in p.store.all("SELECT * FROM requests WHERE state != 'issued' ORDER BY created_at"):
         why = f" reason={r['failure_reason']!r}" if r["failure_reason"] else ""
         click.echo(

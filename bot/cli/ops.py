@@ -12,6 +12,7 @@ import click
 from bot.cli.common import actor, fail, state
 from bot.wiring import master_box
 from pipeline.keyrotation import rotate_all
+from pipeline.lifecycle.scheduler import start_scheduler_thread
 from pipeline.queue import enqueue
 from pipeline.requests import get_request
 from pipeline.secretbox import key_file, new_key, read_key_file, write_key_file
@@ -19,14 +20,26 @@ from pipeline.worker import Worker
 
 
 @click.command()
-def worker() -> None:
-    """Run the provisioning worker until interrupted (SIGINT/SIGTERM finish the current step)."""
+@click.option("--no-scheduler", is_flag=True, help="Do not run the lifecycle scheduler in this process.")
+def worker(no_scheduler: bool) -> None:
+    """Run the provisioning worker and the lifecycle scheduler until interrupted.
+
+    SIGINT/SIGTERM finish the current step. The scheduler (reminders, automatic
+    renewal, expiries, CRL) runs in one process at a time, however many run it.
+    """
     p = state().pipeline
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"worker running with {p.settings.worker.threads} threads", err=True)
+    scheduler = None if no_scheduler else start_scheduler_thread(p, stop)
+    click.echo(
+        f"worker running with {p.settings.worker.threads} threads"
+        + ("" if no_scheduler else f"; scheduler every {p.settings.scheduler.interval_seconds}s"),
+        err=True,
+    )
     Worker(p).run(stop)
+    if scheduler is not None:
+        scheduler.join(timeout=30)
 
 
 @click.group()
