@@ -40,7 +40,11 @@ for module in (admin, ops, lifecycle):
 
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of an Exit
+        # raised inside a command, e.g. by ``fail()``.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
