@@ -59,8 +59,13 @@ def _digicert(anchor: str) -> Iterator[Backend]:
     with FakeDigiCert(TEST_CA) as fake:
         fake.limiter.limits = [(100_000, 5.0)]
         fake.pending_polls = 10_000
-        ca = DigiCertCA(DigiCertSettings(organization_id=123456, timeout_seconds=2.0), api_key=fake.api_key,
-                        trust_anchor_paths=[anchor], base_url=fake.url + "/services/v2", sleep=lambda _: None)
+        ca = DigiCertCA(
+            DigiCertSettings(organization_id=123456, timeout_seconds=2.0),
+            api_key=fake.api_key,
+            trust_anchor_paths=[anchor],
+            base_url=fake.url + "/services/v2",
+            sleep=lambda _: None,
+        )
 
         def release() -> None:
             fake.pending_polls = 0
@@ -72,10 +77,22 @@ def _digicert(anchor: str) -> Iterator[Backend]:
 def _sectigo(anchor: str) -> Iterator[Backend]:
     with FakeSectigo(TEST_CA) as fake:
         fake.pending_polls = 10_000
-        settings = SectigoSettings(customer_uri=fake.customer_uri, org_id=4321, cert_type=5678, term=365,
-                                   order_lookup=True, timeout_seconds=2.0)
-        ca = SectigoCA(settings, login=fake.login, password=fake.password, trust_anchor_paths=[anchor],
-                       base_url=fake.url + "/api", sleep=lambda _: None)
+        settings = SectigoSettings(
+            customer_uri=fake.customer_uri,
+            org_id=4321,
+            cert_type=5678,
+            term=365,
+            order_lookup=True,
+            timeout_seconds=2.0,
+        )
+        ca = SectigoCA(
+            settings,
+            login=fake.login,
+            password=fake.password,
+            trust_anchor_paths=[anchor],
+            base_url=fake.url + "/api",
+            sleep=lambda _: None,
+        )
 
         def release() -> None:
             fake.pending_polls = 0
@@ -85,8 +102,13 @@ def _sectigo(anchor: str) -> Iterator[Backend]:
 
 
 @pytest.fixture(params=["local", "digicert", "sectigo"])
-def backend(request: pytest.FixtureRequest, anchor_file: str, make_settings: Callable[..., Settings],
-            master_key: str, clock: FakeClock) -> Iterator[Backend]:
+def backend(
+    request: pytest.FixtureRequest,
+    anchor_file: str,
+    make_settings: Callable[..., Settings],
+    master_key: str,
+    clock: FakeClock,
+) -> Iterator[Backend]:
     if request.param == "local":
         yield from _local(make_settings, master_key, clock)
     elif request.param == "digicert":
@@ -143,8 +165,11 @@ def test_an_order_issues_a_lint_clean_certificate_for_our_key_that_chains_to_the
 def test_find_order_returns_the_order_placed_with_that_key_only(backend: Backend) -> None:
     assert backend.ca.find_order(idempotency_key="contract-nothing-yet") is None
     placed = backend.ca.submit(csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE, idempotency_key="contract-find")
-    backend.ca.submit(csr_pem=make_csr("bob@example.com")[0], subscriber=Subscriber("bob@example.com", "Bob", "B"),
-                      idempotency_key="contract-other")
+    backend.ca.submit(
+        csr_pem=make_csr("bob@example.com")[0],
+        subscriber=Subscriber("bob@example.com", "Bob", "B"),
+        idempotency_key="contract-other",
+    )
     found = backend.ca.find_order(idempotency_key="contract-find")
     assert found is not None and found.order_id == placed.order_id
     assert backend.ca.find_order(idempotency_key="contract-missing") is None

@@ -43,14 +43,24 @@ def anchors(tmp_path: Path) -> list[str]:
     return [str(path)]
 
 
-def adapter(fake: FakeDigiCert, anchors: list[str], *, sleeps: list[float] | None = None,
-            api_key: str | None = None, base_url: str | None = None, **overrides: object) -> DigiCertCA:
+def adapter(
+    fake: FakeDigiCert,
+    anchors: list[str],
+    *,
+    sleeps: list[float] | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    **overrides: object,
+) -> DigiCertCA:
     settings = DigiCertSettings(organization_id=123456, timeout_seconds=1.0)
     for name, value in overrides.items():
         setattr(settings, name, value)
     return DigiCertCA(
-        settings, api_key=fake.api_key if api_key is None else api_key, trust_anchor_paths=anchors,
-        base_url=base_url or fake.url + "/services/v2", sleep=(sleeps.append if sleeps is not None else lambda _: None),
+        settings,
+        api_key=fake.api_key if api_key is None else api_key,
+        trust_anchor_paths=anchors,
+        base_url=base_url or fake.url + "/services/v2",
+        sleep=(sleeps.append if sleeps is not None else lambda _: None),
     )
 
 
@@ -77,8 +87,9 @@ def test_order_carries_api_key_header_settings_and_idempotency_marker(fake: Fake
     assert body["comments"] == marker_for("req-42")
 
 
-def test_pending_order_issues_and_fetch_splits_pem_all_into_leaf_and_chain(fake: FakeDigiCert,
-                                                                           anchors: list[str]) -> None:
+def test_pending_order_issues_and_fetch_splits_pem_all_into_leaf_and_chain(
+    fake: FakeDigiCert, anchors: list[str]
+) -> None:
     fake.pending_polls = 2
     ca = adapter(fake, anchors)
     csr, key = make_csr(ALICE.mailbox)
@@ -143,8 +154,9 @@ def test_refused_order_keeps_digicerts_words_for_admins_only(fake: FakeDigiCert,
 def test_sponsor_orders_need_and_send_the_employees_names(fake: FakeDigiCert, anchors: list[str]) -> None:
     ca = adapter(fake, anchors, product="secure_email_sponsor")
     with pytest.raises(PermanentFailure) as err:
-        ca.submit(csr_pem=make_csr("bob@example.com")[0], subscriber=Subscriber("bob@example.com"),
-                  idempotency_key="req-1")
+        ca.submit(
+            csr_pem=make_csr("bob@example.com")[0], subscriber=Subscriber("bob@example.com"), idempotency_key="req-1"
+        )
     assert "first and last name" in err.value.user_reason
     assert not fake.calls_to("POST", ORDER_POST)  # nothing ordered
 
@@ -176,8 +188,9 @@ def test_5xx_on_the_order_is_never_blindly_retried(fake: FakeDigiCert, anchors: 
 
 
 @pytest.mark.parametrize("fault", [Fault(delay=1.5, after=True), Fault(drop=True, after=True)], ids=["timeout", "lost"])
-def test_unknown_outcome_is_resolved_by_lookup_not_by_a_second_order(fake: FakeDigiCert, anchors: list[str],
-                                                                     fault: Fault) -> None:
+def test_unknown_outcome_is_resolved_by_lookup_not_by_a_second_order(
+    fake: FakeDigiCert, anchors: list[str], fault: Fault
+) -> None:
     ca = adapter(fake, anchors)
     fake.fail_next(fault, path=ORDER_POST)
     with pytest.raises(OutcomeUnknown):
@@ -196,7 +209,9 @@ def test_malformed_answers(fake: FakeDigiCert, anchors: list[str]) -> None:
     assert ca.find_order(idempotency_key="req-1") is None  # this one never reached the CA
 
     order = ca.submit(csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE, idempotency_key="req-1")
-    fake.fail_next(Fault(malformed=True), path=ORDER_INFO + r"\Z")
+    fake.fail_next(Fault(malformed=True), path=ORDER_INFO + r"\Z")  # a cut-off read is asked again
+    assert ca.poll(order_id=order.order_id).status is OrderStatus.ISSUED
+    fake.fail_next(Fault(malformed=True), path=ORDER_INFO + r"\Z", times=3)
     with pytest.raises(RetryLater):
         ca.poll(order_id=order.order_id)
 
@@ -229,7 +244,7 @@ def test_lookup_is_configurable_and_refuses_to_guess(fake: FakeDigiCert, anchors
     assert found is not None
     fake.echo_marker_as = None  # DigiCert does not echo the comments at all: "not found" would be a guess
     with pytest.raises(LookupUnsupported):
-        ca.find_order(idempotency_key="req-2")
+        adapter(fake, anchors).find_order(idempotency_key="req-2")
 
 
 def test_revoke_sends_the_reason_and_repeats_harmlessly(fake: FakeDigiCert, anchors: list[str]) -> None:
@@ -271,8 +286,9 @@ def test_doctor_reports_plain_problems(fake: FakeDigiCert, anchors: list[str]) -
     assert any("secure_email_mailbox" in line for line in lines)
 
 
-def test_credentials_never_reach_logs_or_messages(fake: FakeDigiCert, anchors: list[str],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_never_reach_logs_or_messages(
+    fake: FakeDigiCert, anchors: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     ca = adapter(fake, anchors)
     messages: list[str] = []
@@ -292,17 +308,22 @@ def test_credentials_never_reach_logs_or_messages(fake: FakeDigiCert, anchors: l
 
 def test_from_settings_reads_base_url_and_key_from_config_and_environment(fake: FakeDigiCert, tmp_path: Path) -> None:
     (tmp_path / "root.pem").write_bytes(TEST_CA.root_pem)
-    settings = load_settings(None, {
-        "CERTPORTAL__CA__BACKEND": "digicert",
-        "CERTPORTAL__CA__TRUST_ANCHORS": str(tmp_path / "root.pem"),
-        "CERTPORTAL__CA__DIGICERT__BASE_URL": fake.url + "/services/v2",
-        "CERTPORTAL__CA__DIGICERT__ORGANIZATION_ID": "123456",
-        "DIGICERT_API_KEY": fake.api_key,
-    })
+    settings = load_settings(
+        None,
+        {
+            "CERTPORTAL__CA__BACKEND": "digicert",
+            "CERTPORTAL__CA__TRUST_ANCHORS": str(tmp_path / "root.pem"),
+            "CERTPORTAL__CA__DIGICERT__BASE_URL": fake.url + "/services/v2",
+            "CERTPORTAL__CA__DIGICERT__ORGANIZATION_ID": "123456",
+            "DIGICERT_API_KEY": fake.api_key,
+        },
+    )
     ca = from_settings(settings, clock=SystemClock())
     assert ca.check() == []
     assert ca.submit(csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE, idempotency_key="k").status in (
-        OrderStatus.PENDING, OrderStatus.ISSUED)
+        OrderStatus.PENDING,
+        OrderStatus.ISSUED,
+    )
     assert DigiCertSettings().base_url == "https://www.digicert.com/services/v2"
 
 

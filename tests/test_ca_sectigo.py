@@ -40,15 +40,26 @@ def anchors(tmp_path: Path) -> list[str]:
     return [str(path)]
 
 
-def adapter(fake: FakeSectigo, anchors: list[str], *, sleeps: list[float] | None = None, password: str | None = None,
-            base_url: str | None = None, **overrides: object) -> SectigoCA:
-    settings = SectigoSettings(customer_uri="example", org_id=4321, cert_type=5678, term=365, timeout_seconds=1.0,
-                               order_lookup=True)
+def adapter(
+    fake: FakeSectigo,
+    anchors: list[str],
+    *,
+    sleeps: list[float] | None = None,
+    password: str | None = None,
+    base_url: str | None = None,
+    **overrides: object,
+) -> SectigoCA:
+    settings = SectigoSettings(
+        customer_uri="example", org_id=4321, cert_type=5678, term=365, timeout_seconds=1.0, order_lookup=True
+    )
     for name, value in overrides.items():
         setattr(settings, name, value)
     return SectigoCA(
-        settings, login=fake.login, password=fake.password if password is None else password,
-        trust_anchor_paths=anchors, base_url=base_url or fake.url + "/api",
+        settings,
+        login=fake.login,
+        password=fake.password if password is None else password,
+        trust_anchor_paths=anchors,
+        base_url=base_url or fake.url + "/api",
         sleep=(sleeps.append if sleeps is not None else lambda _: None),
     )
 
@@ -58,12 +69,16 @@ def submit(ca: SectigoCA, key: str = "req-1", who: Subscriber = ALICE) -> str:
 
 
 def test_enroll_sends_login_headers_names_mailbox_type_term_and_marker(fake: FakeSectigo, anchors: list[str]) -> None:
-    order = adapter(fake, anchors, term=730).submit(csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE,
-                                                    idempotency_key="req-9")
+    order = adapter(fake, anchors, term=730).submit(
+        csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE, idempotency_key="req-9"
+    )
     assert order.status is OrderStatus.PENDING
     (call,) = fake.calls_to("POST", ENROLL)
     assert (call.headers["login"], call.headers["password"], call.headers["customeruri"]) == (
-        fake.login, fake.password, "example")
+        fake.login,
+        fake.password,
+        "example",
+    )
     body = call.json()
     assert (body["orgId"], body["certType"], body["term"], body["email"]) == (4321, 5678, 730, "alice@example.com")
     assert (body["firstName"], body["lastName"]) == ("Alice", "Example")
@@ -71,8 +86,9 @@ def test_enroll_sends_login_headers_names_mailbox_type_term_and_marker(fake: Fak
     assert order.order_id == str(next(iter(fake.enrollments)))
 
 
-def test_collect_pending_codes_mean_not_yet_then_fetch_gives_leaf_and_chain(fake: FakeSectigo,
-                                                                            anchors: list[str]) -> None:
+def test_collect_pending_codes_mean_not_yet_then_fetch_gives_leaf_and_chain(
+    fake: FakeSectigo, anchors: list[str]
+) -> None:
     fake.pending_polls = 2
     ca = adapter(fake, anchors)
     csr, key = make_csr(ALICE.mailbox)
@@ -144,10 +160,14 @@ def test_cancel_withdraws_pending_and_leaves_final_orders_alone(fake: FakeSectig
     assert ca.poll(order_id=issued).status is OrderStatus.ISSUED
 
 
-@pytest.mark.parametrize("fault", [Fault(delay=1.5, after=True), Fault(drop=True, after=True),
-                                   Fault(status=502, after=True)], ids=["timeout", "lost", "5xx-after"])
-def test_unknown_outcome_is_resolved_by_lookup_not_by_a_second_order(fake: FakeSectigo, anchors: list[str],
-                                                                     fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(delay=1.5, after=True), Fault(drop=True, after=True), Fault(status=502, after=True)],
+    ids=["timeout", "lost", "5xx-after"],
+)
+def test_unknown_outcome_is_resolved_by_lookup_not_by_a_second_order(
+    fake: FakeSectigo, anchors: list[str], fault: Fault
+) -> None:
     ca = adapter(fake, anchors)
     submit(ca, "other")
     fake.fail_next(fault, path=ENROLL)
@@ -180,9 +200,11 @@ def test_transient_faults(fake: FakeSectigo, anchors: list[str]) -> None:
     fake.fail_next(Fault(status=503), path=COLLECT, times=3)
     with pytest.raises(RetryLater):
         ca.poll(order_id=order_id)
-    fake.fail_next(Fault(malformed=True), path=COLLECT)
+    fake.fail_next(Fault(malformed=True), path=COLLECT)  # a 200 that is no certificate
     with pytest.raises(RetryLater):
         ca.poll(order_id=order_id)
+    fake.fail_next(Fault(malformed=True), path=r"/api/smime/v1/types", times=2)
+    assert ca.check() == []  # cut-off JSON reads are asked again
     sleeps.clear()
     fake.fail_next(Fault(status=429, retry_after="3"), path=COLLECT)
     ca.poll(order_id=order_id)
@@ -209,8 +231,9 @@ def test_doctor_checks_credentials_type_and_term_and_lists_types(fake: FakeSecti
     assert "5679: Sponsor-validated" in described
 
 
-def test_credentials_never_reach_logs_or_messages(fake: FakeSectigo, anchors: list[str],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_never_reach_logs_or_messages(
+    fake: FakeSectigo, anchors: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     texts: list[str] = []
     for ca, action in (
@@ -227,18 +250,22 @@ def test_credentials_never_reach_logs_or_messages(fake: FakeSectigo, anchors: li
 
 def test_from_settings_reads_sections_and_environment(fake: FakeSectigo, tmp_path: Path) -> None:
     (tmp_path / "root.pem").write_bytes(TEST_CA.root_pem)
-    settings = load_settings(None, {
-        "CERTPORTAL__CA__BACKEND": "sectigo",
-        "CERTPORTAL__CA__TRUST_ANCHORS": str(tmp_path / "root.pem"),
-        "CERTPORTAL__CA__SECTIGO__BASE_URL": fake.url + "/api",
-        "CERTPORTAL__CA__SECTIGO__CUSTOMER_URI": "example",
-        "CERTPORTAL__CA__SECTIGO__ORG_ID": "4321",
-        "CERTPORTAL__CA__SECTIGO__CERT_TYPE": "5678",
-        "SECTIGO_LOGIN": fake.login,
-        "SECTIGO_PASSWORD": fake.password,
-    })
+    settings = load_settings(
+        None,
+        {
+            "CERTPORTAL__CA__BACKEND": "sectigo",
+            "CERTPORTAL__CA__TRUST_ANCHORS": str(tmp_path / "root.pem"),
+            "CERTPORTAL__CA__SECTIGO__BASE_URL": fake.url + "/api",
+            "CERTPORTAL__CA__SECTIGO__CUSTOMER_URI": "example",
+            "CERTPORTAL__CA__SECTIGO__ORG_ID": "4321",
+            "CERTPORTAL__CA__SECTIGO__CERT_TYPE": "5678",
+            "SECTIGO_LOGIN": fake.login,
+            "SECTIGO_PASSWORD": fake.password,
+        },
+    )
     ca = from_settings(settings, clock=SystemClock())
     assert ca.check() == []
     assert ca.submit(csr_pem=make_csr(ALICE.mailbox)[0], subscriber=ALICE, idempotency_key="k").status is (
-        OrderStatus.PENDING)
+        OrderStatus.PENDING
+    )
     assert SectigoSettings().base_url == "https://cert-manager.com/api"

@@ -28,6 +28,8 @@ from integrations.ca.digicert_common import (
     ORDER_POST_ANSWERS,
     REFUSALS,
     AmbiguousAfterSendTransport,
+    MarkerCache,
+    get_json,
     read_trust_anchors,
     split_bundle,
     trust_anchor_problems,
@@ -94,6 +96,7 @@ class DigiCertCA:
         self._clock = clock or _UTCClock()
         self._signature_hash = signature_hash
         self.base_url = (base_url or settings.base_url).rstrip("/")
+        self._marker_cache = MarkerCache()
         self._http = VendorClient(
             vendor="DigiCert",
             base_url=self.base_url,
@@ -151,8 +154,9 @@ class DigiCertCA:
         return lines
 
     def _enabled_products(self) -> set[str]:
-        data = self._json(self._http.request("GET", "product"), "GET product")
-        return {str(p.get("name_id")) for p in data.get("products", []) if isinstance(p, dict)}
+        _, data = get_json(self._http, "product")
+        products = data.get("products") if isinstance(data, dict) else None
+        return {str(p.get("name_id")) for p in products or [] if isinstance(p, dict)}
 
     # -- the port -------------------------------------------------------------
 
@@ -194,8 +198,8 @@ class DigiCertCA:
                 "offset": offset,
                 "limit": LOOKUP_PAGE,
             }
-            page = self._json(self._http.request("GET", "order/certificate", params=params), "GET order/certificate")
-            orders = page.get("orders")
+            _, page = get_json(self._http, "order/certificate", params=params)
+            orders = page.get("orders") if isinstance(page, dict) else None
             if not isinstance(orders, list):
                 raise RetryLater("DigiCert: order listing without an orders list")
             recent = [o for o in orders if isinstance(o, dict) and not _older_than(o.get("date_created"), cutoff)]
@@ -203,12 +207,9 @@ class DigiCertCA:
                 scanned += 1
                 if scanned > LOOKUP_MAX_ORDERS:
                     raise LookupUnsupported(f"DigiCert: {LOOKUP_MAX_ORDERS} recent orders scanned without the marker")
-                info = self._order_info(str(item.get("id")))
-                markers = markers_on(info)
-                if markers is None:
-                    raise LookupUnsupported("DigiCert order info does not echo order comments; cannot look orders up")
-                if marker in markers:
-                    return self._to_order(info)
+                order_id = str(item.get("id"))
+                if marker in self._markers_of(order_id):
+                    return self._to_order(self._order_info(order_id))
             offset += len(orders)
             total = (page.get("page") or {}).get("total", 0)
             if not orders or not recent or offset >= int(total or 0):
@@ -267,11 +268,20 @@ class DigiCertCA:
 
     # -- helpers ----------------------------------------------------------------
 
+    def _markers_of(self, order_id: str) -> frozenset[str]:
+        known = self._marker_cache.get(order_id)
+        if known is None:
+            markers = markers_on(self._order_info(order_id))
+            if markers is None:
+                raise LookupUnsupported("DigiCert order info does not echo order comments; cannot look orders up")
+            self._marker_cache.put(order_id, markers)
+            known = frozenset(markers)
+        return known
+
     def _order_info(self, order_id: str) -> dict[str, Any]:
-        response = self._http.request("GET", f"order/certificate/{order_id}", ok=REFUSALS)
+        response, info = get_json(self._http, f"order/certificate/{order_id}", ok=REFUSALS)
         if response.status_code >= 400:
             raise refusal(response, f"reading order {order_id}")
-        info = self._json(response, f"GET order/certificate/{order_id}")
         if not isinstance(info, dict):
             raise RetryLater(f"DigiCert: order {order_id} answer is not an object")
         return info
@@ -283,21 +293,11 @@ class DigiCertCA:
         return order
 
     def _awaiting_validation(self, order_id: str) -> bool:
-        response = self._http.request("GET", f"order/certificate/{order_id}/email-validation", ok=REFUSALS)
+        response, data = get_json(self._http, f"order/certificate/{order_id}/email-validation", ok=REFUSALS)
         if response.status_code >= 400:
             return False  # products without mailbox validation have nothing to report
-        data = self._json(response, "GET email-validation")
         emails = data.get("emails") if isinstance(data, dict) else None
-        return isinstance(emails, list) and any(
-            isinstance(e, dict) and e.get("status") != "validated" for e in emails
-        )
-
-    @staticmethod
-    def _json(response: httpx.Response, what: str) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise RetryLater(f"DigiCert: malformed JSON from {what}") from None
+        return isinstance(emails, list) and any(isinstance(e, dict) and e.get("status") != "validated" for e in emails)
 
 
 def _older_than(value: object, cutoff: dt.datetime) -> bool:

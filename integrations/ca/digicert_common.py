@@ -8,14 +8,17 @@ connection breaks after the request went out.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from integrations.http import VendorClient
 from pipeline.errors import PermanentFailure, RetryLater
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -76,6 +79,47 @@ def split_bundle(data: bytes, *, vendor: str, order_id: str) -> tuple[bytes, tup
         current = parent
     pem = serialization.Encoding.PEM
     return leaf.public_bytes(pem), tuple(c.public_bytes(pem) for c in chain)
+
+
+def get_json(
+    http: VendorClient, path: str, *, params: dict[str, Any] | None = None, ok: tuple[int, ...] = ()
+) -> tuple[httpx.Response, Any]:
+    """GET and decode JSON, asking again when a 2xx body does not parse (a cut-off read).
+
+    An ``ok`` error answer comes back with None for the body. Raises RetryLater,
+    PermanentFailure (from VendorClient).
+    """
+    policy = http.policy
+    for attempt in range(policy.attempts):
+        response = http.request("GET", path, params=params, ok=ok)
+        if response.status_code >= 400:
+            return response, None
+        try:
+            return response, response.json()
+        except ValueError:
+            if attempt + 1 < policy.attempts:
+                policy.sleep(policy.backoff(attempt))
+    raise RetryLater(f"{http.vendor}: malformed JSON from GET {path}")
+
+
+class MarkerCache:
+    """Markers seen on orders, by order id. An order's marker never changes, so a lookup
+    need not read the same order twice; bounded so a long-running worker stays small."""
+
+    def __init__(self, size: int = 5000) -> None:
+        self._size = size
+        self._seen: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, order_id: str) -> frozenset[str] | None:
+        with self._lock:
+            return self._seen.get(order_id)
+
+    def put(self, order_id: str, markers: set[str]) -> None:
+        with self._lock:
+            if len(self._seen) >= self._size:
+                self._seen.pop(next(iter(self._seen)))
+            self._seen[order_id] = frozenset(markers)
 
 
 def read_trust_anchors(paths: Sequence[str]) -> list[bytes]:

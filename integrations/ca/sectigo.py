@@ -28,6 +28,8 @@ from integrations.ca.digicert_common import (
     ORDER_POST_ANSWERS,
     REFUSALS,
     AmbiguousAfterSendTransport,
+    MarkerCache,
+    get_json,
     load_bundle,
     read_trust_anchors,
     split_bundle,
@@ -87,6 +89,7 @@ class SectigoCA:
         self._has_credentials = bool(login and password)
         self._anchors = list(trust_anchor_paths)
         self.base_url = (base_url or settings.base_url).rstrip("/")
+        self._marker_cache = MarkerCache()
         self._http = VendorClient(
             vendor="Sectigo",
             base_url=self.base_url,
@@ -152,10 +155,9 @@ class SectigoCA:
 
     def _types(self) -> list[dict[str, Any]]:
         params = {"organizationId": self.settings.org_id} if self.settings.org_id else {}
-        response = self._http.request("GET", "smime/v1/types", params=params, ok=REFUSALS)
+        response, types = get_json(self._http, "smime/v1/types", params=params, ok=REFUSALS)
         if response.status_code >= 400:
             raise refusal(response, "listing certificate types")
-        types = self._json(response, "GET smime/v1/types")
         if not isinstance(types, list):
             raise RetryLater("Sectigo: certificate types answer is not a list")
         return [t for t in types if isinstance(t, dict)]
@@ -184,7 +186,7 @@ class SectigoCA:
         position = scanned = 0
         while True:
             params = {"size": LOOKUP_PAGE, "position": position, "certTypeId": self.settings.cert_type}
-            items = self._json(self._http.request("GET", "smime/v2", params=params), "GET smime/v2")
+            _, items = get_json(self._http, "smime/v2", params=params)
             if not isinstance(items, list):
                 raise RetryLater("Sectigo: certificate list answer is not a list")
             for item in items:
@@ -192,12 +194,12 @@ class SectigoCA:
                     continue
                 scanned += 1
                 if scanned > LOOKUP_MAX_CERTIFICATES:
-                    raise LookupUnsupported(f"Sectigo: {LOOKUP_MAX_CERTIFICATES} certificates scanned without the marker")
-                details = self._details(str(item.get("backendCertId") or item.get("id")))
-                values = marker_values(details)
-                if values is None:
-                    raise LookupUnsupported("Sectigo certificate details show no custom fields; cannot look orders up")
-                if marker in values:
+                    raise LookupUnsupported(
+                        f"Sectigo: {LOOKUP_MAX_CERTIFICATES} certificates scanned without the marker"
+                    )
+                cert_id = str(item.get("backendCertId") or item.get("id"))
+                if marker in self._markers_of(cert_id):
+                    details = self._details(cert_id)
                     order_id = str(details.get("backendCertId") or details.get("id"))
                     return order_from_state(order_id, str(details.get("state", "")))
             if len(items) < LOOKUP_PAGE:
@@ -224,8 +226,12 @@ class SectigoCA:
         if state is None:
             raise refusal(response, f"collecting {order_id}")
         order = order_from_state(order_id, state)
-        return Order(order.order_id, order.status, detail=f"{order.detail}; collect said: {words}",
-                     user_message=order.user_message)
+        return Order(
+            order.order_id,
+            order.status,
+            detail=f"{order.detail}; collect said: {words}",
+            user_message=order.user_message,
+        )
 
     def fetch(self, *, order_id: str) -> IssuedCertificate:
         response = self._collect(order_id, "x509")  # certificate and chain, PEM
@@ -268,28 +274,29 @@ class SectigoCA:
     def _collect(self, order_id: str, fmt: str) -> httpx.Response:
         return self._http.request("GET", f"smime/v1/collect/{order_id}", params={"format": fmt}, ok=REFUSALS)
 
+    def _markers_of(self, cert_id: str) -> frozenset[str]:
+        known = self._marker_cache.get(cert_id)
+        if known is None:
+            values = marker_values(self._details(cert_id))
+            if values is None:
+                raise LookupUnsupported("Sectigo certificate details show no custom fields; cannot look orders up")
+            self._marker_cache.put(cert_id, values)
+            known = frozenset(values)
+        return known
+
     def _details(self, cert_id: str) -> dict[str, Any]:
-        response = self._http.request("GET", f"smime/v2/{cert_id}", ok=REFUSALS)
+        response, details = get_json(self._http, f"smime/v2/{cert_id}", ok=REFUSALS)
         if response.status_code >= 400:
             raise LookupUnsupported(f"Sectigo certificate details unavailable: {describe_error(response)}")
-        details = self._json(response, f"GET smime/v2/{cert_id}")
         if not isinstance(details, dict):
             raise RetryLater(f"Sectigo: details of {cert_id} are not an object")
         return details
 
     def _state(self, order_id: str) -> str | None:
-        response = self._http.request("GET", f"smime/v2/{order_id}", ok=REFUSALS)
+        response, details = get_json(self._http, f"smime/v2/{order_id}", ok=REFUSALS)
         if response.status_code >= 400:
             return None
-        details = self._json(response, f"GET smime/v2/{order_id}")
         return str(details.get("state", "")) if isinstance(details, dict) else None
-
-    @staticmethod
-    def _json(response: httpx.Response, what: str) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise RetryLater(f"Sectigo: malformed JSON from {what}") from None
 
 
 def from_settings(settings: Settings, *, clock: Clock) -> CertificateAuthority:

@@ -110,7 +110,9 @@ def order_from_state(order_id: str, state: str) -> Order:
         return Order(order_id, OrderStatus.ISSUED, detail=f"Sectigo certificate {order_id} is {state}")
     if state in _FAILED:
         return Order(
-            order_id, OrderStatus.REJECTED, detail=f"Sectigo certificate {order_id} is {state}",
+            order_id,
+            OrderStatus.REJECTED,
+            detail=f"Sectigo certificate {order_id} is {state}",
             user_message=REJECTED_USER_MESSAGE,
         )
     return Order(order_id, OrderStatus.PENDING, detail=f"Sectigo certificate {order_id} is {state or 'pending'}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import random
 import threading
 import time
 from collections import Counter, deque
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.fakes.server import Call, FakeServer, Handler, Reply
+from tests.fakes.server import Call, FakeServer, Fault, Handler, Reply
 from tests.support.testca import TestCA
 
 PRODUCTS = ("secure_email_mailbox", "secure_email_sponsor", "secure_email_organization")
@@ -59,6 +60,40 @@ class SlidingWindowLimiter:
             return True
 
 
+class VendorFake(FakeServer):
+    """FakeServer plus a fast shutdown and a seeded mix of faults for soak tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mix: list[Fault] = []
+        self._mix_rate = 0.0
+        self._mix_rng = random.Random(7)
+        self.injected: Counter[str] = Counter()
+        self.refuse_mailboxes: set[str] = set()  # orders for these are refused with a 400
+        # Answers the client gave up on (timeouts) end in broken pipes: expected, not worth a traceback.
+        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+
+    def start(self) -> VendorFake:
+        # A short shutdown poll keeps per-test teardown fast.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        super().start()
+        return self
+
+    def fail_mix(self, rate: float, faults: list[Fault], *, seed: int = 7) -> None:
+        """Fail each call with probability ``rate``, with a fault drawn from ``faults``."""
+        with self.lock:
+            self._mix, self._mix_rate, self._mix_rng = list(faults), rate, random.Random(seed)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        fault = super()._take_fault(path)
+        with self.lock:
+            if fault is None and self._mix and self._mix_rng.random() < self._mix_rate:
+                fault = self._mix_rng.choice(self._mix)
+                kind = "drop" if fault.drop else "timeout" if fault.delay else "malformed" if fault.malformed else ""
+                self.injected[kind or str(fault.status)] += 1
+        return fault
+
+
 def errors(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"errors": [{"code": code, "message": message}]})
 
@@ -84,7 +119,7 @@ class FakeOrder:
         return str(self.body.get("comments", ""))
 
 
-class FakeDigiCert(FakeServer):
+class FakeDigiCert(VendorFake):
     def __init__(self, ca: TestCA, *, api_key: str = "dc-test-key", organizations: tuple[int, ...] = (123456,)) -> None:
         super().__init__()
         self.ca = ca
@@ -111,12 +146,6 @@ class FakeDigiCert(FakeServer):
         r("GET", r"/user/me", lambda c, g: Reply(200, {"id": 1, "username": "api-user", "status": "active"}))
         r("GET", r"/organization/(?P<id>\d+)", self._organization)
         r("GET", r"/product", self._products)
-
-    def start(self) -> FakeDigiCert:
-        # A short shutdown poll keeps per-test teardown fast.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        super().start()
-        return self
 
     # -- test controls ----------------------------------------------------------
 
@@ -186,8 +215,14 @@ class FakeDigiCert(FakeServer):
         if self.reject_next is not None:
             message, self.reject_next = self.reject_next, None
             return errors(400, "order_rejected", message)
+        if emails[0] in self.refuse_mailboxes:
+            return errors(400, "invalid_email", f"{emails[0]} cannot be included in a Secure Email order.")
         order = FakeOrder(
-            id=next(self._ids), product=product, body=body, mailbox=emails[0], csr_pem=csr_pem,
+            id=next(self._ids),
+            product=product,
+            body=body,
+            mailbox=emails[0],
+            csr_pem=csr_pem,
             created=dt.datetime.now(dt.UTC),
         )
         self.orders[order.id] = order
@@ -226,8 +261,13 @@ class FakeDigiCert(FakeServer):
         orders.sort(key=lambda o: (o.created, o.id) if "date_created" in sort else o.id, reverse=sort.startswith("-"))
         offset, limit = int(q.get("offset", 0)), min(int(q.get("limit", 1000)), 1000)
         page = orders[offset : offset + limit]
-        return Reply(200, {"orders": [self._summary(o) for o in page], "page": {"total": len(orders), "limit": limit,
-                                                                               "offset": offset}})
+        return Reply(
+            200,
+            {
+                "orders": [self._summary(o) for o in page],
+                "page": {"total": len(orders), "limit": limit, "offset": offset},
+            },
+        )
 
     def _info(self, call: Call, g: dict[str, str]) -> Reply:
         o = self._order(g["id"])
@@ -237,8 +277,12 @@ class FakeDigiCert(FakeServer):
         if o.status == "pending" and o.polls >= self.pending_polls and (o.validated or not self.require_validation):
             self._issue(o)
         info = self._summary(o)
-        cert: dict[str, Any] = {"id": o.certificate_id, "common_name": o.mailbox, "emails": [o.mailbox],
-                                "profile_type": o.body["certificate"].get("profile_type", "strict")}
+        cert: dict[str, Any] = {
+            "id": o.certificate_id,
+            "common_name": o.mailbox,
+            "emails": [o.mailbox],
+            "profile_type": o.body["certificate"].get("profile_type", "strict"),
+        }
         if o.certificate is not None:
             cert["serial_number"] = format(o.certificate.serial_number, "X")
             cert["valid_from"] = o.certificate.not_valid_before_utc.date().isoformat()
@@ -258,9 +302,19 @@ class FakeDigiCert(FakeServer):
         if o is None:
             return errors(404, "not_found", "Order not found.")
         validated = o.validated or not self.require_validation or o.status == "issued"
-        return Reply(200, {"delivery_options": ["api", "browser"], "emails": [
-            {"email": o.mailbox, "status": "validated" if validated else "unvalidated",
-             "date_emailed": o.created.date().isoformat()}]})
+        return Reply(
+            200,
+            {
+                "delivery_options": ["api", "browser"],
+                "emails": [
+                    {
+                        "email": o.mailbox,
+                        "status": "validated" if validated else "unvalidated",
+                        "date_emailed": o.created.date().isoformat(),
+                    }
+                ],
+            },
+        )
 
     def _update_status(self, call: Call, g: dict[str, str]) -> Reply:
         o = self._order(g["id"])
@@ -317,5 +371,12 @@ class FakeDigiCert(FakeServer):
         return Reply(200, {"id": int(g["id"]), "name": "Example Corp", "status": "active"})
 
     def _products(self, call: Call, g: dict[str, str]) -> Reply:
-        return Reply(200, {"products": [{"name_id": p, "name": p.replace("_", " ").title(), "type": "secure_email"}
-                                        for p in sorted(self.enabled_products)]})
+        return Reply(
+            200,
+            {
+                "products": [
+                    {"name_id": p, "name": p.replace("_", " ").title(), "type": "secure_email"}
+                    for p in sorted(self.enabled_products)
+                ]
+            },
+        )

@@ -18,7 +18,6 @@ withdraws it, and rate limiting (none documented; ``limiter`` is off by default)
 from __future__ import annotations
 
 import itertools
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from tests.fakes.digicert import SlidingWindowLimiter
-from tests.fakes.server import Call, FakeServer, Handler, Reply
+from tests.fakes.digicert import SlidingWindowLimiter, VendorFake
+from tests.fakes.server import Call, Handler, Reply
 from tests.support.testca import TestCA
 
 BASE = "/api"
@@ -51,23 +50,42 @@ class Enrollment:
 
     @property
     def marker(self) -> str:
-        return next((str(f.get("value")) for f in self.body.get("customFields") or [] if f.get("name") == MARKER_FIELD),
-                    "")
+        return next(
+            (str(f.get("value")) for f in self.body.get("customFields") or [] if f.get("name") == MARKER_FIELD), ""
+        )
 
 
-class FakeSectigo(FakeServer):
-    def __init__(self, ca: TestCA, *, login: str = "api-admin", password: str = "scm-test-password",
-                 customer_uri: str = "example", org_id: int = 4321) -> None:
+class FakeSectigo(VendorFake):
+    def __init__(
+        self,
+        ca: TestCA,
+        *,
+        login: str = "api-admin",
+        password: str = "scm-test-password",
+        customer_uri: str = "example",
+        org_id: int = 4321,
+    ) -> None:
         super().__init__()
         self.ca = ca
         self.login, self.password, self.customer_uri = login, password, customer_uri
         self.orgs = {org_id}
         self.types = [
-            {"id": 5678, "name": "Mailbox-validated S/MIME (Strict)", "description": "MV strict",
-             "terms": [365, 730], "keyTypes": {"RSA": ["2048", "3072", "4096"], "EC": ["P-256", "P-384"]},
-             "useSecondaryOrgName": False},
-            {"id": 5679, "name": "Sponsor-validated S/MIME (Multipurpose)", "description": "SV multipurpose",
-             "terms": [365], "keyTypes": {"RSA": ["2048", "3072"]}, "useSecondaryOrgName": False},
+            {
+                "id": 5678,
+                "name": "Mailbox-validated S/MIME (Strict)",
+                "description": "MV strict",
+                "terms": [365, 730],
+                "keyTypes": {"RSA": ["2048", "3072", "4096"], "EC": ["P-256", "P-384"]},
+                "useSecondaryOrgName": False,
+            },
+            {
+                "id": 5679,
+                "name": "Sponsor-validated S/MIME (Multipurpose)",
+                "description": "SV multipurpose",
+                "terms": [365],
+                "keyTypes": {"RSA": ["2048", "3072"]},
+                "useSecondaryOrgName": False,
+            },
         ]
         self.custom_fields = {MARKER_FIELD}
         self.show_custom_fields = True
@@ -82,11 +100,6 @@ class FakeSectigo(FakeServer):
         r("GET", r"/smime/v2", self._list)
         r("GET", r"/smime/v2/(?P<id>\d+)", self._details)
         r("POST", r"/smime/v1/revoke/order/(?P<id>\d+)", self._revoke)
-
-    def start(self) -> FakeSectigo:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        super().start()
-        return self
 
     # -- test controls ----------------------------------------------------------
 
@@ -107,8 +120,11 @@ class FakeSectigo(FakeServer):
     def _route_api(self, method: str, pattern: str, handler: Handler) -> None:
         def guarded(call: Call, groups: dict[str, str]) -> Reply:
             h = call.headers
-            if (h.get("login"), h.get("password"), h.get("customeruri")) != (self.login, self.password,
-                                                                                self.customer_uri):
+            if (h.get("login"), h.get("password"), h.get("customeruri")) != (
+                self.login,
+                self.password,
+                self.customer_uri,
+            ):
                 return error(401, -16, "Unknown user or wrong password for this customer URI")
             if self.limiter is not None and not self.limiter.allow(self.login):
                 return error(429, -1000, "Too many requests")
@@ -149,6 +165,8 @@ class FakeSectigo(FakeServer):
         for name in ("email", "firstName", "lastName"):
             if not body.get(name):
                 return error(400, -7, f"Field {name} is required")
+        if body["email"] in self.refuse_mailboxes:
+            return error(400, -7, f"Email {body['email']} is not allowed for organization {body['orgId']}")
         for custom in body.get("customFields") or []:
             if custom.get("name") not in self.custom_fields:
                 return error(400, -7, f"Custom field '{custom.get('name')}' is not defined")
@@ -181,10 +199,16 @@ class FakeSectigo(FakeServer):
             "pemia": (leaf + issuing, "application/x-pem-file"),
             "x509IO": (root + issuing, "application/x-pem-file"),
             "x509IOR": (issuing + root, "application/x-pem-file"),
-            "base64": (pkcs7.serialize_certificates([e.certificate, self.ca.issuing, self.ca.root], pem),
-                       "application/pkcs7-mime"),
-            "bin": (pkcs7.serialize_certificates([e.certificate, self.ca.issuing, self.ca.root],
-                                                 serialization.Encoding.DER), "application/pkcs7-mime"),
+            "base64": (
+                pkcs7.serialize_certificates([e.certificate, self.ca.issuing, self.ca.root], pem),
+                "application/pkcs7-mime",
+            ),
+            "bin": (
+                pkcs7.serialize_certificates(
+                    [e.certificate, self.ca.issuing, self.ca.root], serialization.Encoding.DER
+                ),
+                "application/pkcs7-mime",
+            ),
         }
         fmt = call.query.get("format", ["base64"])[0]
         if fmt not in formats:
@@ -193,8 +217,12 @@ class FakeSectigo(FakeServer):
         return Reply(200, data, content_type=content_type)
 
     def _item(self, e: Enrollment) -> dict[str, Any]:
-        item: dict[str, Any] = {"id": e.id, "orderNumber": e.id, "state": e.state,
-                                "certificateDetails": {"subject": f"CN={e.body['email']}"}}
+        item: dict[str, Any] = {
+            "id": e.id,
+            "orderNumber": e.id,
+            "state": e.state,
+            "certificateDetails": {"subject": f"CN={e.body['email']}"},
+        }
         if e.certificate is not None:
             item["serialNumber"] = format(e.certificate.serial_number, "X")
             item["expires"] = e.certificate.not_valid_after_utc.date().isoformat()
@@ -216,9 +244,15 @@ class FakeSectigo(FakeServer):
         e = self.enrollments.get(int(g["id"]))
         if e is None:
             return error(404, -1, f"Certificate {g['id']} does not exist")
-        details = {**self._item(e), "backendCertId": str(e.id), "email": e.body["email"],
-                   "firstName": e.body.get("firstName"), "lastName": e.body.get("lastName"),
-                   "certTypeId": e.body.get("certType"), "term": e.body.get("term")}
+        details = {
+            **self._item(e),
+            "backendCertId": str(e.id),
+            "email": e.body["email"],
+            "firstName": e.body.get("firstName"),
+            "lastName": e.body.get("lastName"),
+            "certTypeId": e.body.get("certType"),
+            "term": e.body.get("term"),
+        }
         if self.show_custom_fields:
             details["customFields"] = e.body.get("customFields") or []
         return Reply(200, details)
