@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from bot.cli import admin, lifecycle, ops
+from bot.cli import admin, demo, lifecycle, ops, serve
 from bot.cli.common import CliState
 from pipeline.errors import CertPortalError
 
@@ -33,7 +33,7 @@ def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
     ctx.obj = CliState(config=config, environ=dict(os.environ))
 
 
-for module in (admin, ops, lifecycle):
+for module in (admin, ops, lifecycle, serve, demo):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,59 @@
+"""Running the ASGI app with uvicorn: in the foreground (serve, demo) or in a thread (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+
+def config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    # log_config=None leaves logging to bot.web.logs (JSON lines, link tokens redacted).
+    # Proxy headers are trusted from loopback only (a reverse proxy on the same host).
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=log_level.lower(),
+        access_log=True,
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+class ThreadedServer:
+    """uvicorn in a background thread, for tests and benchmarks: ``with ThreadedServer(app) as s: s.url``."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = uvicorn.Server(config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        sock = self.server.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def start(self, timeout: float = 10.0) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the web server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
