@@ -19,6 +19,8 @@ from pipeline.secretbox import new_key
 from pipeline.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# One slapd for the whole session, shared by every LDAP test module.
+pytest_plugins = ["tests.support.slapd"]
 
 
 @pytest.fixture

@@ -27,9 +27,7 @@ from pipeline.ports import DirectoryPublisher
 from pipeline.settings import ExchangeOnlineSettings, Settings
 from tests.fakes.exchange_online import AUTHORITY_HOST, FakeExchangeOnline, FakeMailbox, app_credential
 from tests.support.dircerts import FOREIGN_CA, OUR_CA, fp, smime_blob
-from tests.support.slapd import ADMIN_DN, BASE_DN, Slapd, slapd_server
-
-__all__ = ["slapd_server"]  # the ldap backend asks for it by name
+from tests.support.slapd import ADMIN_DN, BASE_DN, Slapd
 
 
 @dataclass

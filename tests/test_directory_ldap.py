@@ -10,10 +10,9 @@ from integrations.directory.ldap import LdapDirectory
 from pipeline.errors import ConfigError, NotFound, PermanentFailure, RetryLater
 from pipeline.settings import LdapSettings
 from tests.support.dircerts import FOREIGN_CA, OUR_CA, fp, make_ca, smime_blob
-from tests.support.slapd import ADMIN_DN, BASE_DN, Slapd, ldap_user, private_slapd, slapd_server
+from tests.support.slapd import ADMIN_DN, BASE_DN, Slapd
 
 pytestmark = pytest.mark.slapd
-__all__ = ["ldap_user", "private_slapd", "slapd_server"]  # fixtures used by name below
 
 
 def directory(server: Slapd, **overrides: object) -> LdapDirectory:
