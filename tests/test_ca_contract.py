@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from integrations.ca.digicert import DigiCertCA
 from integrations.ca.local import from_settings as local_from_settings
@@ -208,3 +209,24 @@ def test_fetch_of_a_pending_order_is_not_yet_rather_than_a_certificate(backend: 
     # The commercial adapters say RetryLater; the embedded CA refuses outright. Either way no certificate.
     with pytest.raises((RetryLater, PermanentFailure)):
         backend.ca.fetch(order_id=order.order_id)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048"])
+def test_the_fakes_test_ca_issues_lint_clean_mailbox_strict_certificates(key_type: str) -> None:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        ec.generate_private_key(ec.SECP256R1())
+        if key_type == "ec-p256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whatever")]))
+        .sign(key, hashes.SHA256())
+    )
+    leaf = TEST_CA.issue(csr.public_bytes(serialization.Encoding.PEM), "dana@example.com")
+    result = lint_certificate(leaf.public_bytes(serialization.Encoding.DER))
+    assert result.certificate_type == "MAILBOX-STRICT"
+    assert result.blocking() == []
+    ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_encipherment == (key_type == "rsa-2048")
+    assert leaf.subject.rfc4514_string() == "CN=dana@example.com"
