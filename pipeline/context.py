@@ -30,3 +30,14 @@ class Pipeline:
     # Called at named points of the state machine ("before:<step>", "after:<step>",
     # "order:submitted"); the crash tests use it to die at exact boundaries.
     hook: Callable[[str], None] = field(default=_no_hook)
+
+    def close(self) -> None:
+        """End backend sessions (e.g. CyberArk logs off) and this thread's database connection."""
+        for backend in (self.vault, self.directory, self.ca):
+            close = getattr(backend, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: S110 - shutting down; one backend must not stop the others
+                    pass
+        self.store.close()

@@ -31,6 +31,7 @@ def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     ctx.obj = CliState(config=config, environ=dict(os.environ))
+    ctx.call_on_close(ctx.obj.close)
 
 
 for module in (admin, ops, lifecycle, serve, demo):

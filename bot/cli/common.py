@@ -26,6 +26,11 @@ class CliState:
             self._settings = settings_from_environment(self.config, self.environ)
         return self._settings
 
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
+
     @property
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
