@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,8 +37,7 @@ class Pipeline:
         for backend in (self.vault, self.directory, self.ca):
             close = getattr(backend, "close", None)
             if close is not None:
-                try:
+                # Shutting down: one backend failing to close must not stop the others.
+                with contextlib.suppress(Exception):
                     close()
-                except Exception:  # noqa: S110 - shutting down; one backend must not stop the others
-                    pass
         self.store.close()
