@@ -10,9 +10,27 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import cli
 from tests.conftest import ROOT
 
 MAILBOXES = [f"user{i}@example.com" for i in range(8)]
+
+
+@pytest.fixture
+def certportal(base_env):
+    """``certportal(*args)`` in this process (a fresh process per call costs seconds); stdout/stderr kept apart."""
+    runner = CliRunner()
+
+    def run(*args, env=None, check=False):
+        result = runner.invoke(cli, list(args), env={**base_env, **(env or {})})
+        if check:
+            assert result.exit_code == 0, (result.output, result.exception)
+        return result
+
+    return run
 
 
 def dump(db: Path) -> list[str]:
@@ -51,8 +69,8 @@ def write_csv(path: Path, rows: list[str], header: str = "mailbox,key") -> Path:
     return path
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(run_cli, tmp_path, base_env):
-    run_cli("issue", "user0@example.com", check=True)
+def test_dry_run_prints_the_plan_and_changes_nothing(certportal, tmp_path, base_env):
+    certportal("issue", "user0@example.com", check=True)
     data = Path(base_env["CERTPORTAL_DATA_DIR"])
     csv = write_csv(
         tmp_path / "people.csv",
@@ -65,8 +83,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(run_cli, tmp_path, base_env
         ],
     )
     before = (dump(data / "certportal.db"), dump(data / "ca" / "ca.db"))
-    result = run_cli("bulk", str(csv))
-    assert result.returncode == 0, result.stderr
+    result = certportal("bulk", str(csv))
+    assert result.exit_code == 0, result.output
     out = result.stdout
     assert "would issue user1@example.com (key rsa-2048)" in out
     assert "would issue user2@example.com (key ec-p256)" in out
@@ -76,14 +94,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(run_cli, tmp_path, base_env
     assert (dump(data / "certportal.db"), dump(data / "ca" / "ca.db")) == before
 
 
-def test_a_file_without_a_mailbox_column_is_refused(run_cli, tmp_path):
+def test_a_file_without_a_mailbox_column_is_refused(certportal, tmp_path):
     csv = write_csv(tmp_path / "people.csv", ["user0@example.com"], header="email")
-    result = run_cli("bulk", str(csv), "--commit")
-    assert result.returncode != 0
-    assert "mailbox" in result.stderr
+    result = certportal("bulk", str(csv), "--commit")
+    assert result.exit_code != 0
+    assert "'mailbox' column" in str(result.exception)
 
 
-def test_commit_is_resumable_after_a_kill_and_orders_once_per_mailbox(run_cli, tmp_path, base_env):
+def test_commit_is_resumable_after_a_kill_and_orders_once_per_mailbox(certportal, tmp_path, base_env):
     data = Path(base_env["CERTPORTAL_DATA_DIR"])
     db = data / "certportal.db"
     csv = write_csv(tmp_path / "people.csv", [f"{m}," for m in MAILBOXES])
@@ -116,8 +134,8 @@ def test_commit_is_resumable_after_a_kill_and_orders_once_per_mailbox(run_cli, t
     issued_before = count(db, "SELECT count(*) FROM certificates")
     assert 2 <= issued_before < len(MAILBOXES), "the kill should land mid-way"
 
-    resumed = run_cli("bulk", str(csv), "--commit", "--rate", "6000/min", env=env, timeout=120)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    resumed = certportal("bulk", str(csv), "--commit", "--rate", "6000/min", env=env)
+    assert resumed.exit_code == 0, resumed.output
     assert f"issued {len(MAILBOXES) - issued_before}, already issued {issued_before}," in resumed.stdout
 
     one_each = dict.fromkeys(MAILBOXES, 1)
@@ -125,16 +143,16 @@ def test_commit_is_resumable_after_a_kill_and_orders_once_per_mailbox(run_cli, t
     assert per_mailbox(db, "requests") == one_each
     assert per_mailbox(data / "ca" / "ca.db", "orders") == one_each  # never a second order at the CA
 
-    again = run_cli("bulk", str(csv), "--commit", env=env)
-    assert again.returncode == 0, again.stderr
+    again = certportal("bulk", str(csv), "--commit", env=env)
+    assert again.exit_code == 0, again.output
     assert f"issued 0, already issued {len(MAILBOXES)}, failed or unfinished 0" in again.stdout
 
 
-def test_commit_lists_failures_and_exits_non_zero(run_cli, tmp_path):
+def test_commit_lists_failures_and_exits_non_zero(certportal, tmp_path):
     csv = write_csv(tmp_path / "people.csv", ["user0@example.com,", "x@evil.example,", "user1@example.com,dsa"])
-    result = run_cli("bulk", str(csv), "--commit", "--rate", "600/min")
-    assert result.returncode != 0
+    result = certportal("bulk", str(csv), "--commit", "--rate", "600/min")
+    assert result.exit_code == 1
     assert "issued 1, already issued 0, failed or unfinished 2" in result.stdout
     assert "FAILED x@evil.example: " in result.stdout
     assert "FAILED user1@example.com: unknown key type 'dsa'" in result.stdout
-    assert "status=active" in run_cli("list", check=True).stdout
+    assert "status=active" in certportal("list", check=True).stdout
