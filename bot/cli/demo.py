@@ -11,12 +11,11 @@ from __future__ import annotations
 import threading
 
 import click
-import uvicorn
 
 from bot.cli.common import actor, fail, state
 from bot.web import logs
 from bot.web.app import build_web_app
-from bot.web.server import config
+from bot.web.server import Server, config
 from pipeline.certificates import current_certificate
 from pipeline.drive import run_until_settled
 from pipeline.errors import PolicyError
@@ -63,9 +62,11 @@ def demo(mailbox: str, host: str, port: int, exit_after: float | None) -> None:
     click.echo(f"  password:    {base}/links/{password_token}")
     click.echo(f"  certificate: {base}/links/{pfx_token}")
     click.echo(f"serving the link pages on {base} - press Ctrl-C to stop")
-    server = uvicorn.Server(config(build_web_app(p), host=host, port=port, log_level="warning"))
+    server = Server(config(build_web_app(p), host=host, port=port, log_level="warning"))
     if exit_after is not None:
-        threading.Timer(exit_after, lambda: setattr(server, "should_exit", True)).start()
+        timer = threading.Timer(exit_after, lambda: setattr(server, "should_exit", True))
+        timer.daemon = True
+        timer.start()
     server.run()
 
 

@@ -14,13 +14,12 @@ import threading
 from typing import Any
 
 import click
-import uvicorn
 
 from bot.cli.common import fail, state
 from bot.slack.app import build_notifier, build_slack_app
 from bot.web import logs
 from bot.web.app import build_web_app
-from bot.web.server import config
+from bot.web.server import Server, config
 from bot.web.slack_endpoint import SlackEndpoint
 from bot.wiring import build_pipeline, crash_hook_from_environment
 from pipeline.context import Pipeline
@@ -65,7 +64,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         "off (run `certportal worker`)" if no_worker else f"on ({s.worker.threads} threads)",
     )
     try:
-        uvicorn.Server(
+        Server(
             config(
                 web,
                 host=host or s.service.listen_host,

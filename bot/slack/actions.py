@@ -59,8 +59,12 @@ def ack_deny_submission(ack: Ack, body: dict[str, Any]) -> None:
 
 
 def deny_submitted(ctx: Ctx) -> None:
+    # Bolt starts lazy listeners even when the ack refused the submission: check again.
+    reason = submitted(ctx.body)
+    if not reason:
+        return
     meta = metadata(ctx.body)
-    refusal = operations.decide_request(ctx, meta.get("request_id", ""), approve=False, note=submitted(ctx.body))
+    refusal = operations.decide_request(ctx, meta.get("request_id", ""), approve=False, note=reason)
     if refusal:
         _tell_privately(ctx, meta.get("channel", ""), refusal)
 
@@ -97,6 +101,8 @@ def ack_revoke_submission(ack: Ack, body: dict[str, Any]) -> None:
 def revoke_submitted(ctx: Ctx) -> None:
     meta = metadata(ctx.body)
     reason_text = submitted(ctx.body)
+    if not reason_text:
+        return
     cert = certificate(ctx.p, meta.get("serial", ""))
     mine = operations.owns(ctx, cert)
     if not mine and not ctx.deps.approvers.is_approver(ctx.user_id):

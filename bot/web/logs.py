@@ -2,8 +2,8 @@
 
 A link token in a log would let anyone who reads the log release the secret, so
 the redaction runs on every record that reaches the handler (uvicorn's access
-log included, which logs the request path) and on the formatted line itself
-(tracebacks included).
+log included, which logs the request path) and on every field of the formatted
+line (tracebacks included).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
-LINK_PATH = re.compile(r"/links/[^\s\"'?#/]+")
+LINK_PATH = re.compile(r"/links/[^\s\"'?#/\\<>&]+")
 REDACTED = "/links/[redacted]"
 
 
@@ -41,11 +41,13 @@ class JsonLines(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False))
+            entry["exc"] = redact(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def configure(level: str = "INFO", stream: object = None) -> logging.Handler:

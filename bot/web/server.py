@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -26,11 +29,28 @@ def config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicor
     )
 
 
+class Server(uvicorn.Server):
+    """uvicorn that returns after SIGINT/SIGTERM instead of re-raising the signal, so the caller can
+    stop the worker cleanly (finish the current step) before the process exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 class ThreadedServer:
     """uvicorn in a background thread, for tests and benchmarks: ``with ThreadedServer(app) as s: s.url``."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = uvicorn.Server(config(app, host=host, port=port, log_level="warning"))
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        self.server = Server(config(app, host=host, port=port, log_level=log_level))
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
     @property

@@ -171,8 +171,8 @@ class SlackService:
         self.slack = slack
         notifier = build_notifier(settings)
         self.p: Pipeline = build_pipeline(settings, notifier=notifier)
-        app = build_slack_app(self.p, notifier)
-        self.web = build_web_app(self.p, slack=SlackEndpoint(app, signing_secret=SIGNING_SECRET))
+        self.app = build_slack_app(self.p, notifier)
+        self.web = build_web_app(self.p, slack=SlackEndpoint(self.app, signing_secret=SIGNING_SECRET))
         port = int(urlsplit(settings.service.public_url).port or 0)
         self.server = ThreadedServer(self.web, port=port)
         self.http = httpx.Client(timeout=10)
