@@ -4,9 +4,10 @@ Every call has a timeout. 5xx and connection errors are retried a few times with
 exponential backoff and jitter; 429 honours ``Retry-After`` when sent, else the
 adapter's documented default. What is still failing afterwards becomes
 ``RetryLater`` (the worker tries again later) or, for other 4xx, ``PermanentFailure``
-with the vendor's own message kept for admins. A timeout after a request body was
-sent on a non-idempotent call becomes ``OutcomeUnknown``: the caller must look the
-result up rather than repeat it. Request and response bodies, headers and
+with the vendor's own message kept for admins. On a non-idempotent call (a POST
+unless the caller says otherwise) anything that may have reached the vendor -- a
+timeout after sending, a dropped connection, a 5xx -- becomes ``OutcomeUnknown``
+and is not retried here: the caller must look the result up rather than repeat it. Request and response bodies, headers and
 credentials are never logged.
 """
 
@@ -111,7 +112,9 @@ class VendorClient:
                     raise OutcomeUnknown(f"{self.vendor}: {method} {path} timed out after sending") from None
                 last = RetryLater(f"{self.vendor}: {method} {path} timed out")
             except httpx.TransportError as exc:
-                if not idempotent and isinstance(exc, httpx.RemoteProtocolError):
+                # Only a failure to connect proves the request never left; any other
+                # transport error on a non-idempotent call may have taken effect.
+                if not idempotent and not isinstance(exc, httpx.ConnectError):
                     raise OutcomeUnknown(f"{self.vendor}: connection lost during {method} {path}") from None
                 last = RetryLater(f"{self.vendor}: cannot reach {path}: {type(exc).__name__}")
             else:
@@ -126,6 +129,9 @@ class VendorClient:
                         continue
                     raise last
                 if response.status_code >= 500:
+                    if not idempotent:
+                        # A 5xx may come after the vendor acted: look it up, never repeat blindly.
+                        raise OutcomeUnknown(detail)
                     last = RetryLater(detail)
                 else:
                     raise PermanentFailure(GENERIC_USER_REASON, admin_detail=detail)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from integrations.ca.digicert_common import (
+from integrations.ca.common import (
     ORDER_POST_ANSWERS,
     REFUSALS,
     AmbiguousAfterSendTransport,

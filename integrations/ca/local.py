@@ -22,7 +22,7 @@ from integrations.ca import local_profile as profile
 from integrations.ca.local_state import CAState
 from pipeline.clock import iso, parse_iso
 from pipeline.crypto.keys import key_type_of
-from pipeline.errors import NotFound, PermanentFailure, PolicyError
+from pipeline.errors import NotFound, PermanentFailure, PolicyError, RetryLater
 from pipeline.lint import lint_certificate
 from pipeline.ports import Clock, IssuedCertificate, Order, OrderStatus, RevocationReason, Subscriber
 from pipeline.secretbox import SecretBox
@@ -107,6 +107,8 @@ class LocalCA:
 
     def fetch(self, *, order_id: str) -> IssuedCertificate:
         row = self.state.order(order_id)
+        if row is not None and row["status"] == "pending":
+            raise RetryLater(f"embedded CA order {order_id} is not issued yet")
         if row is None or row["status"] != "issued":
             raise PermanentFailure("The certificate is not available.", admin_detail=f"order {order_id} is not issued")
         issuing, root = self.state.chain()

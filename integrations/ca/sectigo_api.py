@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from integrations.ca.digicert_common import SETUP_USER_REASON
+from integrations.ca.common import SETUP_USER_REASON
 from pipeline.errors import PermanentFailure
 from pipeline.ports import Order, OrderStatus, RevocationReason, Subscriber
 from pipeline.settings import SectigoSettings
