@@ -19,13 +19,15 @@ from bot.cli.common import fail, state
 from bot.slack.app import build_notifier, build_slack_app
 from bot.web import logs
 from bot.web.app import build_web_app
-from bot.web.server import Server, config
+from bot.web.server import Server, config, lower_thread_priority
 from bot.web.slack_endpoint import SlackEndpoint
 from bot.wiring import build_pipeline, crash_hook_from_environment
 from pipeline.context import Pipeline
+from pipeline.lifecycle.scheduler import start_scheduler_thread
 from pipeline.worker import Worker
 
 log = logging.getLogger("certportal.serve")
+WORKER_NICENESS = 10
 
 
 @click.command()
@@ -81,17 +83,17 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
 
 
 def start_background(p: Pipeline, stop: threading.Event) -> list[threading.Thread]:
-    """The worker threads and, when the lifecycle scheduler is installed, its loop."""
-    worker = threading.Thread(target=Worker(p).run, args=(stop,), name="certportal-worker", daemon=True)
-    worker.start()
-    threads = [worker]
-    try:
-        from pipeline.lifecycle.scheduler import start_scheduler_thread
-    except ImportError:
-        log.warning("the lifecycle scheduler is not installed: no reminders, renewals or expiry sweeps")
-    else:
-        threads.append(start_scheduler_thread(p, stop))
-    return threads
+    """The worker threads and the lifecycle scheduler, at a lower CPU priority than the web server."""
+
+    def run() -> None:
+        lower_thread_priority(WORKER_NICENESS)  # the worker's and scheduler's threads inherit it
+        scheduler = start_scheduler_thread(p, stop)
+        Worker(p).run(stop)
+        scheduler.join(timeout=30)
+
+    background = threading.Thread(target=run, name="certportal-background", daemon=True)
+    background.start()
+    return [background]
 
 
 COMMANDS: list[Any] = [serve]

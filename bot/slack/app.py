@@ -21,12 +21,14 @@ from bot.slack.context import Handler, SlackDeps, lazy
 from bot.slack.notifier import SlackNotifier
 from bot.slack.payloads import MalformedRequest, check
 from bot.slack.views import DENY_VIEW, REVOKE_VIEW
+from bot.web.server import lower_thread_priority
 from pipeline.context import Pipeline
 from pipeline.settings import Settings
 
 log = logging.getLogger("certportal.slack")
 COMMAND = "/smime"
 LISTENER_THREADS = 16
+LISTENER_NICENESS = 5
 
 
 def build_notifier(settings: Settings) -> SlackNotifier:
@@ -50,7 +52,13 @@ def build_slack_app(p: Pipeline, notifier: SlackNotifier) -> App:
         request_verification_enabled=False,
         token_verification_enabled=False,
         process_before_response=True,
-        listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS, thread_name_prefix="slack-listener"),
+        # The slow halves of handlers run here, below the priority of the threads that ack.
+        listener_executor=ThreadPoolExecutor(
+            max_workers=LISTENER_THREADS,
+            thread_name_prefix="slack-listener",
+            initializer=lower_thread_priority,
+            initargs=(LISTENER_NICENESS,),
+        ),
         raise_error_for_unhandled_request=False,
     )
 
@@ -59,6 +67,8 @@ def build_slack_app(p: Pipeline, notifier: SlackNotifier) -> App:
     def on(kind: Callable[..., Any], ack: Callable[..., None], handler: Handler) -> None:
         kind(ack=ack, lazy=[lazy(deps, handler)])
 
+    # Help needs no lazy half (and so costs the least): it is answered by the ack itself.
+    app.command(COMMAND, matchers=[commands.wants_help])(commands.ack_help)
     on(app.command(COMMAND), commands.ack_command, commands.run_command)
     on(app.action(blocks.APPROVE), actions.ack_only, actions.approve)
     on(app.action(blocks.DENY), actions.ack_only, actions.deny)

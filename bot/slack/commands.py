@@ -32,11 +32,16 @@ def parse(text: str) -> tuple[str, str]:
     return head.lower(), rest.strip()
 
 
-def ack_command(ack: Ack, command: dict[str, Any]) -> None:
-    name, _ = parse(command.get("text", ""))
-    if name not in HANDLERS:
-        ack(text=blocks.HELP, response_type="ephemeral")
-        return
+def wants_help(command: dict[str, Any]) -> bool:
+    """help, nothing, or a subcommand we do not know: all answered with the help text."""
+    return parse(command.get("text", ""))[0] not in HANDLERS
+
+
+def ack_help(ack: Ack) -> None:
+    ack(text=blocks.HELP, response_type="ephemeral")
+
+
+def ack_command(ack: Ack) -> None:
     ack()
 
 

@@ -108,8 +108,8 @@ def lazy(deps: SlackDeps, handler: Handler) -> Callable[..., None]:
             handler(ctx)
         except (PolicyError, NotFound) as exc:
             _safe_reply(ctx, str(exc))
-        except SlackApiError as exc:
-            log.warning("%s: Slack said %s", handler.__name__, slack_error(exc))
+        except (SlackApiError, OSError) as exc:
+            log.warning("%s: Slack call failed: %s", handler.__name__, slack_error(exc))
             _safe_reply(ctx, SORRY)
         except CertPortalError as exc:
             log.warning("%s: %s: %s", handler.__name__, type(exc).__name__, exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import threading
 import time
@@ -10,6 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
+log = logging.getLogger("certportal.web")
 
 
 def config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
@@ -27,6 +31,19 @@ def config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicor
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def lower_thread_priority(niceness: int) -> None:
+    """Lower the calling thread's CPU priority (threads it starts inherit it).
+
+    On Linux a thread's nice value is its own, so background work (key generation,
+    the slow half of Slack handlers) yields the CPU to the threads that answer
+    HTTP. Elsewhere this does nothing.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError) as exc:
+        log.debug("could not lower a thread's CPU priority: %s", exc)
 
 
 class Server(uvicorn.Server):
