@@ -8,14 +8,20 @@ secrets.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
+import socket
+import struct
+import threading
 from typing import Any
 from urllib.parse import parse_qs
 
 from tests.fakes.server import Call, FakeServer, Reply
 
 BOT_TOKEN = "xoxb-test-token"
+APP_TOKEN = "xapp-1-test-token"
 
 
 class FakeSlack(FakeServer):
@@ -29,6 +35,7 @@ class FakeSlack(FakeServer):
         self.home_views: dict[str, dict[str, Any]] = {}
         self._ts = itertools.count(1)
         self._used_triggers: set[str] = set()
+        self.socket_mode: FakeSocketMode | None = None
         self.route("POST", r"/response/(?P<rid>[\w.-]+)", self._response_url)
         for method in ("GET", "POST"):
             self.route(method, r"/api/(?P<name>[\w.]+)", self._api)
@@ -80,6 +87,10 @@ class FakeSlack(FakeServer):
     # -- Web API --------------------------------------------------------------
     def _api(self, call: Call, params: dict[str, str]) -> Reply:
         name = params["name"]
+        if name == "apps.connections.open":
+            if call.headers.get("authorization") != f"Bearer {APP_TOKEN}" or self.socket_mode is None:
+                return _ok_false("invalid_auth")
+            return Reply(200, {"ok": True, "url": self.socket_mode.url})
         if call.headers.get("authorization") != f"Bearer {BOT_TOKEN}":
             return _ok_false("invalid_auth")
         handler = getattr(self, "_m_" + name.replace(".", "_"), None)
@@ -202,3 +213,96 @@ def button_texts(blocks: list[dict[str, Any]]) -> list[str]:
 
 def buttons(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for b in blocks if b.get("type") == "actions" for e in b["elements"]]
+
+
+class FakeSocketMode:
+    """Slack's Socket Mode end: a loopback WebSocket that says hello, sends envelopes and collects acks."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._conn: socket.socket | None = None
+        self.connected = threading.Event()
+        self.acks: dict[str, dict[str, Any]] = {}
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self._listener.getsockname()[1]}/link/?ticket=test"
+
+    def start(self) -> FakeSocketMode:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        for s in (self._conn, self._listener):
+            if s is not None:
+                s.close()
+
+    def send_envelope(self, envelope_id: str, kind: str, payload: dict[str, Any]) -> None:
+        message = {"envelope_id": envelope_id, "type": kind, "payload": payload, "accepts_response_payload": True}
+        self._send(0x1, json.dumps(message).encode())
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        self._conn = conn
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in request.decode().split("\r\n")
+            if line.lower().startswith("sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest()).decode()  # noqa: S324
+        conn.sendall(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        self._send(0x1, json.dumps({"type": "hello", "num_connections": 1}).encode())
+        self.connected.set()
+        try:
+            while True:
+                opcode, data = self._read_frame(conn)
+                if opcode == 0x8:
+                    return
+                if opcode == 0x9:
+                    self._send(0xA, data)
+                elif opcode == 0x1:
+                    ack = json.loads(data)
+                    self.acks[ack.get("envelope_id", "")] = ack
+        except OSError:
+            return
+
+    def _send(self, opcode: int, data: bytes) -> None:
+        assert self._conn is not None
+        header = bytes([0x80 | opcode])
+        if len(data) < 126:
+            header += bytes([len(data)])
+        elif len(data) < 65536:
+            header += bytes([126]) + struct.pack(">H", len(data))
+        else:
+            header += bytes([127]) + struct.pack(">Q", len(data))
+        self._conn.sendall(header + data)
+
+    @staticmethod
+    def _read_frame(conn: socket.socket) -> tuple[int, bytes]:
+        def exactly(n: int) -> bytes:
+            buf = b""
+            while len(buf) < n:
+                chunk = conn.recv(n - len(buf))
+                if not chunk:
+                    raise OSError("closed")
+                buf += chunk
+            return buf
+
+        first, second = exactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", exactly(2))[0]
+        elif length == 127:
+            length = struct.unpack(">Q", exactly(8))[0]
+        mask = exactly(4) if second & 0x80 else b"\0\0\0\0"
+        data = bytes(b ^ mask[i % 4] for i, b in enumerate(exactly(length)))
+        return first & 0x0F, data
