@@ -13,19 +13,15 @@ literals where possible (numbers, booleans, lists), else taken as strings.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-
-T = typing.TypeVar("T")
+from pipeline.settings_parse import build, parse_env_value, set_path
 
 KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384")
 REVOCATION_REASONS = ("keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "unspecified")
@@ -282,6 +278,18 @@ SECRET_FILE_SETTINGS = {
 _SECRET_LOOKING_KEYS = ("password", "secret", "token", "api_key", "apikey", "private_key", "secret_id", "client_secret")
 
 
+def _refuse_inline_secrets(raw: Mapping[str, Any], where: tuple[str, ...]) -> None:
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            _refuse_inline_secrets(value, (*where, key))
+        elif key.lower() in _SECRET_LOOKING_KEYS or key.lower().endswith(("_password", "_token", "_secret")):
+            name = ".".join((*where, key))
+            raise ConfigError(
+                f"{name}: secrets are not accepted in the config file; "
+                "set them in the environment or name a file with a *_file setting"
+            )
+
+
 def load_settings(config_path: str | Path | None, environ: Mapping[str, str]) -> Settings:
     """Build settings from an optional TOML file and the given environment.
 
@@ -300,12 +308,12 @@ def load_settings(config_path: str | Path | None, environ: Mapping[str, str]) ->
     for name, value in environ.items():
         if name.startswith("CERTPORTAL__"):
             parts = [p.lower() for p in name[len("CERTPORTAL__") :].split("__")]
-            _set_path(raw, parts, _parse_env_value(value))
+            set_path(raw, parts, parse_env_value(value))
     if "CERTPORTAL_DATA_DIR" in environ:
         raw["data_dir"] = environ["CERTPORTAL_DATA_DIR"]
     if "SLACK_API_URL" in environ:
         raw.setdefault("slack", {})["api_url"] = environ["SLACK_API_URL"]
-    settings = _build(Settings, raw, ())
+    settings = build(Settings, raw, ())
     settings.secrets = _load_secrets(settings, environ)
     validate(settings)
     return settings
@@ -334,91 +342,6 @@ def _read_secret_file(path: str, what: str) -> str:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
-
-
-def _refuse_inline_secrets(raw: Mapping[str, Any], where: tuple[str, ...]) -> None:
-    for key, value in raw.items():
-        if isinstance(value, Mapping):
-            _refuse_inline_secrets(value, (*where, key))
-        elif key.lower() in _SECRET_LOOKING_KEYS or key.lower().endswith(("_password", "_token", "_secret")):
-            name = ".".join((*where, key))
-            raise ConfigError(
-                f"{name}: secrets are not accepted in the config file; "
-                "set them in the environment or name a file with a *_file setting"
-            )
-
-
-def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
-    node = raw
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"environment override for {'.'.join(parts)} conflicts with a value")
-    node[parts[-1]] = value
-
-
-def _parse_env_value(value: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return value
-
-
-def _build(cls: type[T], raw: Mapping[str, Any], where: tuple[str, ...]) -> T:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[{'.'.join(where)}] must be a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = set(raw) - set(fields) - {"secrets"}
-    if unknown or "secrets" in raw:
-        name = ".".join((*where, sorted(unknown | ({"secrets"} & set(raw)))[0]))
-        raise ConfigError(f"unknown setting {name}")
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        kwargs[name] = _coerce(hints[name], value, (*where, name))
-    return cls(**kwargs)
-
-
-def _coerce(hint: Any, value: Any, where: tuple[str, ...]) -> Any:
-    name = ".".join(where)
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)  # type: ignore[arg-type, type-var]
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _coerce(args[0], value, where)
-    if hint is Path:
-        return Path(str(value))
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{name} must be a list")
-        (item,) = typing.get_args(hint)
-        return [_coerce(item, v, where) for v in value]
-    if hint is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            try:
-                return int(str(value))
-            except ValueError:
-                raise ConfigError(f"{name} must be a whole number") from None
-        return value
-    if hint is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be a number") from None
-    if hint is str:
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"{name} must be a string")
-        return str(value)
-    return value
 
 
 def validate(s: Settings) -> None:
