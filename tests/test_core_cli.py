@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import stat
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,33 @@ def shown_certificate(env: dict[str, str], mailbox: str = ALICE) -> x509.Certifi
 
 def listing(env: dict[str, str]) -> str:
     return cli_in_process(env, "list").stdout
+
+
+# -- files on disk ----------------------------------------------------------------
+def test_every_file_in_the_data_dir_is_private_even_mid_write_and_with_umask_0(run_cli, data_dir):
+    # Killed after the vault step: SQLite's -wal and -shm files are left behind too.
+    crash = {"CERTPORTAL_MASTER_KEYS": "", "CERTPORTAL_CRASH_AT": "after:vault"}
+    old_umask = os.umask(0)
+    try:
+        result = run_cli("issue", ALICE, env=crash)
+    finally:
+        os.umask(old_umask)
+    assert result.returncode == -9
+    paths = sorted(data_dir.rglob("*"))
+    names = {str(p.relative_to(data_dir)) for p in paths}
+    assert {"master.keys", "certportal.db", "certportal.db-wal", "audit.anchor", "ca/ca.db", "vault/vault.db"} <= names
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [data_dir, *paths]}
+    assert [f"{p} {mode:o}" for p, mode in modes.items() if mode & 0o077] == []
+
+
+def test_show_chain_prints_the_leaf_then_each_issuer_up_to_the_root(run_cli, issue):
+    issue()
+    certs = x509.load_pem_x509_certificates(run_cli("show", ALICE, "--pem", "--chain", check=True).stdout.encode())
+    assert len(certs) == 3
+    assert certs[0].subject.rfc4514_string() == f"CN={ALICE}"
+    for child, parent in pairwise(certs):
+        child.verify_directly_issued_by(parent)
+    certs[2].verify_directly_issued_by(certs[2])  # the root signs itself
 
 
 # -- export ----------------------------------------------------------------------

@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from bot.wiring import build_pipeline
 from pipeline.certificates import current_certificate, revoke_certificate
 from pipeline.drive import run_until_settled
 from pipeline.errors import LookupUnsupported, OutcomeUnknown, RetryLater
 from pipeline.ports import NotificationKind, RevocationReason
 from pipeline.provision import idempotency_key
 from pipeline.requests import create_request, get_request
-from tests.support.core import exports_in, key_matches
+from tests.support.core import exports_in, key_matches, openssl, private_file
 
 
 def request_for(p, mailbox: str = "alice@example.com", key_type: str | None = None) -> str:
@@ -118,8 +119,6 @@ def test_a_ca_that_stays_down_fails_the_request_in_plain_words(pipeline, notifie
 
 
 def test_a_rejected_order_fails_the_request_and_issues_nothing(make_settings, notifier):
-    from bot.wiring import build_pipeline
-
     p = build_pipeline(make_settings(**{"ca.local.pki_url": "http://localhost/pki"}), notifier=notifier)
     try:
         request_id = request_for(p)
@@ -184,3 +183,46 @@ def test_a_renewal_keeps_the_old_certificate_exportable(pipeline, tmp_path):
     pairs = {e.pfx_path.stem: e.open() for e in exports_in(tmp_path)}
     assert key_matches(pairs[old["serial"]].cert.certificate, pairs[old["serial"]].key)
     assert not key_matches(pairs[new["serial"]].cert.certificate, pairs[old["serial"]].key)
+
+
+def test_a_pending_order_does_not_hold_up_the_worker(make_settings, notifier):
+    """With one worker thread, a slow order waits in the queue while a later request is issued."""
+    p = build_pipeline(make_settings(**{"worker.threads": 1, "ca.local.issue_delay_seconds": 1.5}), notifier=notifier)
+
+    def only_the_first_order_is_slow(point: str) -> None:
+        if point == "order:submitted":
+            p.ca.settings.issue_delay_seconds = 0.0
+
+    p.hook = only_the_first_order_is_slow
+    try:
+        slow = request_for(p, "slow@example.com")
+        assert run_until_settled(p, [slow], timeout=0.0)[slow] == "approved"  # nothing ran yet
+        fast = request_for(p, "fast@example.com")
+        assert run_until_settled(p, [slow, fast], timeout=60) == {slow: "issued", fast: "issued"}
+        done = {r["mailbox"]: r["created_at"] for r in p.store.all("SELECT mailbox, created_at FROM certificates")}
+        assert done["fast@example.com"] < done["slow@example.com"]
+        polls = p.store.one("SELECT polls FROM work WHERE request_id = ?", (slow,))["polls"]
+        assert polls >= 1  # the slow order was rescheduled, not waited on
+    finally:
+        p.store.close()
+
+
+@pytest.mark.parametrize(
+    ("profile", "algorithm"),
+    [("compatible", "pbeWithSHA1And3-KeyTripleDES-CBC"), ("modern", "PBES2, PBKDF2, AES-256-CBC")],
+)
+def test_pfx_profile_and_friendly_name_follow_the_settings(make_settings, notifier, tmp_path, profile, algorithm):
+    settings = make_settings(**{"crypto.pkcs12_profile": profile, "crypto.friendly_name": "Work mail {mailbox}"})
+    p = build_pipeline(settings, notifier=notifier)
+    try:
+        assert settle(p, request_for(p)) == "issued"
+        cert = current_certificate(p, "alice@example.com")
+        secret = p.vault.retrieve(ref=cert["vault_ref"], reason="test")
+    finally:
+        p.store.close()
+    pfx = private_file(tmp_path / "a.pfx", secret.pfx)
+    passin = f"file:{private_file(tmp_path / 'a.txt', secret.password.encode())}"
+    info = openssl("pkcs12", "-info", "-noout", "-in", pfx, "-passin", passin)
+    assert info.returncode == 0 and algorithm.encode() in info.stdout + info.stderr
+    bags = openssl("pkcs12", "-in", pfx, "-nokeys", "-clcerts", "-passin", passin)
+    assert b"friendlyName: Work mail alice@example.com" in bags.stdout
