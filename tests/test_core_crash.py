@@ -187,3 +187,26 @@ def test_worker_killed_at_random_moments_still_issues_each_request_once(tmp_path
     states = settle(env, timeout=120)
     assert set(states.values()) == {"issued"}, f"{states} (seed {seed})"
     assert_issued_once(env, mailboxes, tmp_path / "out")
+
+
+def test_two_workers_share_the_queue_without_doing_anything_twice(tmp_path):
+    data_dir = tmp_path / "data"
+    env = core_env(data_dir, **CRASH_SETTINGS, **{"ca.local.issue_delay_seconds": 0.2})
+    mailboxes = [f"team{i}@example.com" for i in range(6)]
+    create_approved_requests(env, mailboxes)
+    workers = [popen_cli(env, "worker") for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            states = {r["state"] for r in db_rows(data_dir, "SELECT state FROM requests")}
+            if states == {"issued"}:
+                break
+            time.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)  # finishes the current step, then exits
+        codes = [worker.wait(timeout=30) for worker in workers]
+    assert codes == [0, 0]
+    owners = {r["lease_owner"] for r in db_rows(data_dir, "SELECT lease_owner FROM jobs")}
+    assert owners == {None}  # nothing left leased
+    assert_issued_once(env, mailboxes, tmp_path / "out")
