@@ -1,7 +1,9 @@
 """The admin command line on a temporary data dir, as an operator uses it.
 
-Each test runs ``certportal`` in fresh processes (the ``run_cli`` fixture) and checks what
-an operator would see: output, files and their modes, the CA's CRL, the audit log.
+The command under test runs as ``certportal`` in a fresh process (the ``run_cli`` fixture);
+setup and read-backs run the same commands in this process to save interpreter start-ups.
+Tests check what an operator would see: output, exit codes, files and their modes, the
+CA's CRL, the audit log.
 """
 
 from __future__ import annotations
@@ -136,9 +138,9 @@ def test_export_by_serial_and_all_after_a_second_issue(run_cli, issue, tmp_path,
     first = issue()
     second = issue()
     assert first != second
-    listing = run_cli("list", check=True).stdout
-    assert f"serial={first} status=superseded" in listing
-    assert f"serial={second} status=active" in listing
+    listed = run_cli("list", check=True).stdout
+    assert f"serial={first} status=superseded" in listed
+    assert f"serial={second} status=active" in listed
 
     old = tmp_path / "old"
     run_cli("export", ALICE, "--out", str(old), "--reason", "read 2024 mail", "--serial", first.upper(), check=True)
