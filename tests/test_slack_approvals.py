@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -93,13 +94,19 @@ def test_two_approvers_at_once_a_double_click_and_a_replay_decide_exactly_once(s
         return [e["text"] for e in svc.slack.ephemerals if e.get("name", "").startswith("race")]
 
     wait_for(lambda: len(race_replies()) >= len(signed) - 1, what="replies to the losers")
-    assert len(decisions(svc, request_id)) == 1
+    assert len(decisions(svc, request_id)) == 1, race_replies()
     assert svc.p.store.one("SELECT COUNT(*) AS n FROM jobs WHERE request_id = ?", (request_id,))["n"] == 1
     winner = svc.p.store.one("SELECT approver FROM requests WHERE id = ?", (request_id,))["approver"]
     losers = race_replies()
     assert len(losers) == len(signed) - 1
     assert all("no longer pending" in t and f"<@{winner}>" in t for t in losers)
-    assert len([t for t in svc.slack.dm_texts(REQUESTER) if "approved" in t]) == 1
+
+    def approved_dms() -> list[str]:
+        return [t for t in svc.slack.dm_texts(REQUESTER) if "approved" in t]
+
+    wait_for(approved_dms, what="the requester's DM")
+    time.sleep(0.2)  # a second decision, if there were one, would have told them by now
+    assert len(approved_dms()) == 1
 
 
 def test_deny_asks_for_a_reason_and_tells_the_requester(svc):

@@ -65,12 +65,14 @@ def test_request_approve_ready_link_reveal_and_download(svc):
     assert "Show my password" in texts and "Download certificate" in texts
     assert all("url" not in b for b in buttons(dm["blocks"])), "ready DM buttons carry no URL"
     assert "encrypted copy" in str(dm["blocks"]), "the employee is told the key is escrowed"
-    dms = " ".join(svc.slack.dm_texts(REQUESTER))
-    assert "approved" in dms and "being issued" in dms and "is ready" in dms
+    wait_for(
+        lambda: all(x in " ".join(svc.slack.dm_texts(REQUESTER)) for x in ("approved", "being issued", "is ready")),
+        what="a DM at each step",
+    )
 
     # The approvals message now says who decided and has no buttons.
-    updated = svc.slack.messages[(CHANNEL, approvals["ts"])]
-    assert updated["updates"] >= 1 and not buttons(updated["blocks"])
+    updated = wait_for(lambda: (m := svc.slack.messages[(CHANNEL, approvals["ts"])])["updates"] and m)
+    assert not buttons(updated["blocks"])
     assert f"Approved by <@{APPROVER}>" in str(updated["blocks"])
 
     serial = buttons(dm["blocks"])[0]["value"]

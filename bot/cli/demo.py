@@ -8,6 +8,7 @@ loopback and prints the two one-time links an employee would get from the
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import click
@@ -35,6 +36,12 @@ def demo(mailbox: str, host: str, port: int, exit_after: float | None) -> None:
     logs.configure("WARNING")
     base = f"http://{host}:{port}"
     s.service.public_url = base
+    try:
+        # Listening before the links are printed: a browser opening one at once is queued, not refused.
+        listener = socket.create_server((host, port))
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port")
+        return
     p = cli.pipeline
     who = actor()
     try:
@@ -67,7 +74,7 @@ def demo(mailbox: str, host: str, port: int, exit_after: float | None) -> None:
         timer = threading.Timer(exit_after, lambda: setattr(server, "should_exit", True))
         timer.daemon = True
         timer.start()
-    server.run()
+    server.run(sockets=[listener])
 
 
 COMMANDS = [demo]

@@ -85,7 +85,7 @@ def renew(ctx: Ctx, cert: dict[str, Any] | None = None) -> None:
         first_name=profile.first_name,
         last_name=profile.last_name,
     )
-    if request["state"] == "approved":
+    if request["state"] != "pending_approval":  # auto-approved (the worker may have started already)
         ctx.reply(
             "Your renewal was approved automatically. A new certificate with a new key is being issued; "
             "you will get a DM when it is ready. Your current certificate keeps working meanwhile."
