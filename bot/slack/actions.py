@@ -8,7 +8,6 @@ from typing import Any
 from slack_bolt import Ack
 
 from bot.slack import blocks, operations
-from bot.slack.approvers import decision_refusal
 from bot.slack.context import Ctx
 from bot.slack.home import publish_home
 from bot.slack.views import deny_view, metadata, submitted
@@ -38,12 +37,7 @@ def approve(ctx: Ctx) -> None:
 def deny(ctx: Ctx) -> None:
     """Check first, then ask for the reason; the decision happens when the modal is submitted."""
     request = get_request(ctx.p, action_value(ctx.body))
-    refusal = decision_refusal(
-        user_id=ctx.user_id,
-        request=request,
-        is_approver=ctx.deps.approvers.is_approver(ctx.user_id),
-        now=ctx.p.clock.now(),
-    )
+    refusal = operations.why_not_decide(ctx, request)
     if refusal:
         ctx.reply(refusal)
         return

@@ -120,13 +120,7 @@ def deliver_link(ctx: Ctx, cert: dict[str, Any] | None, kind: str) -> None:
 
 def decide_request(ctx: Ctx, request_id: str, *, approve: bool, note: str = "") -> str | None:
     """Decide once if the caller may; returns a refusal sentence or None when this call decided."""
-    request = get_request(ctx.p, request_id)
-    refusal = decision_refusal(
-        user_id=ctx.user_id,
-        request=request,
-        is_approver=ctx.deps.approvers.is_approver(ctx.user_id),
-        now=ctx.p.clock.now(),
-    )
+    refusal = why_not_decide(ctx, get_request(ctx.p, request_id))
     if refusal:
         return refusal
     try:
@@ -140,6 +134,16 @@ def decide_request(ctx: Ctx, request_id: str, *, approve: bool, note: str = "") 
         after = get_request(ctx.p, request_id)
         return closed_refusal(after, ctx.p.clock.now()) or "Someone else decided this request at the same moment."
     return None
+
+
+def why_not_decide(ctx: Ctx, request: dict[str, Any]) -> str | None:
+    """Why the caller may not decide ``request`` now (not an approver, their own, no longer open), or None."""
+    return decision_refusal(
+        user_id=ctx.user_id,
+        request=request,
+        is_approver=ctx.deps.approvers.is_approver(ctx.user_id),
+        now=ctx.p.clock.now(),
+    )
 
 
 def _ask_approvers(ctx: Ctx, request: dict[str, Any]) -> None:
