@@ -147,7 +147,11 @@ class AuditLog:
             elif not hmac.compare_digest(_mac(key, prev, r), r["mac"]):
                 problems.append(f"entry {r['seq']} was altered, reordered or does not follow entry {r['seq'] - 1}")
             prev, head, expected_seq = r["mac"], r["mac"], r["seq"] + 1
-        anchor = self._read_anchor()
+        try:
+            anchor = self._read_anchor()
+        except ValueError:
+            problems.append(f"the anchor file {self.anchor_path.name} is unreadable (edited or torn)")
+            return VerifyReport(count, problems)
         if anchor is None:
             if count:
                 problems.append(f"the anchor file {self.anchor_path.name} is missing")
@@ -163,8 +167,14 @@ class AuditLog:
         return VerifyReport(count, problems)
 
     def _read_anchor(self) -> dict[str, Any] | None:
+        """The anchor, or None when absent; raises ValueError when it is unreadable."""
         try:
             text = self.anchor_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
-        return json.loads(text) if text else None
+        if not text:
+            return None
+        anchor = json.loads(text)
+        if not isinstance(anchor, dict) or not isinstance(anchor.get("length"), int) or "head" not in anchor:
+            raise ValueError("unexpected shape")
+        return anchor

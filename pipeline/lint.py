@@ -42,8 +42,8 @@ class LintResult:
         """WARNING or worse, less the codes an operator waived."""
         return [f for f in self.at_or_above(_BLOCKING) if f.code not in waivers]
 
-    def errors(self) -> list[Finding]:
-        return self.at_or_above({"FATAL", "ERROR"})
+    def errors(self, waivers: frozenset[str] = frozenset()) -> list[Finding]:
+        return [f for f in self.at_or_above({"FATAL", "ERROR"}) if f.code not in waivers]
 
 
 @cache

@@ -116,7 +116,7 @@ def step_order(p: Pipeline, request: Row, work: Row) -> Row:
 def step_wait(p: Pipeline, request: Row, work: Row) -> Row:
     order = p.ca.poll(order_id=work["order_id"])
     if order.status == OrderStatus.ISSUED:
-        return {"awaiting_validation_since": None}
+        return {"awaiting_validation_since": None, "ca_detail": order.detail[:1000]}
     if order.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED):
         raise PermanentFailure(
             order.user_message or "The certificate authority rejected the request.",
@@ -168,6 +168,7 @@ def step_verify(p: Pipeline, request: Row, work: Row) -> Row:
             mailbox=request["mailbox"],
             anchors_pem=p.ca.trust_anchors(),
             now=p.clock.now(),
+            waivers=lint_waivers(p),
         )
     except VerificationFailed as exc:
         raise PermanentFailure(
@@ -185,6 +186,11 @@ def step_verify(p: Pipeline, request: Row, work: Row) -> Row:
             )
         )
     return {"lint_findings": findings, "serial": format(verified.certificate.serial_number, "x")}
+
+
+def lint_waivers(p: Pipeline) -> frozenset[str]:
+    """Findings an operator waived for the embedded CA's own certificates; none for a commercial CA."""
+    return frozenset(p.settings.ca.local.lint_waivers) if p.ca.name == "local" else frozenset()
 
 
 def step_bundle(p: Pipeline, request: Row, work: Row) -> Row:

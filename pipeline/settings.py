@@ -360,6 +360,10 @@ def validate(s: Settings) -> None:
             f"crypto: a {c.password_length}-character password from {len(set(c.password_alphabet))} "
             f"symbols gives {c.password_entropy_bits:.0f} bits; S/MIME BR 6.1.2 needs at least 112"
         )
+    try:
+        c.friendly_name.format(mailbox="someone@example.com")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError("crypto.friendly_name may use only the placeholder {mailbox}") from None
     if not 1 <= c.pkcs12_kdf_rounds <= 1_000_000:
         raise ConfigError("crypto.pkcs12_kdf_rounds must be between 1 and 1000000")
     if not 1 <= s.ca.local.validity_days <= MAX_VALIDITY_DAYS:

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from integrations.ca.digicert import DigiCertCA, from_settings
 from integrations.ca.common import split_bundle
+from integrations.ca.digicert import DigiCertCA, from_settings
 from integrations.ca.digicert_orders import marker_for
 from pipeline.clock import SystemClock
 from pipeline.errors import LookupUnsupported, OutcomeUnknown, PermanentFailure, RetryLater

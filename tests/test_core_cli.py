@@ -336,12 +336,6 @@ def test_doctor_reports_a_tampered_audit_log(run_cli, issue, data_dir):
     assert "NOT intact" in verify.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor checks the mode of certportal.db only; a world-readable master.keys, which opens every "
-    "stored secret, passes",
-    raises=AssertionError,
-)
 def test_doctor_reports_a_world_readable_master_key_file(run_cli, data_dir):
     key_file_only = {"CERTPORTAL_MASTER_KEYS": ""}
     run_cli("list", env=key_file_only, check=True)  # the first run generates master.keys
@@ -351,11 +345,6 @@ def test_doctor_reports_a_world_readable_master_key_file(run_cli, data_dir):
     assert "PROBLEM" in result.stdout and "master.keys" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="doctor calls AuditLog.verify unguarded: a garbled audit.anchor ends it with a JSONDecodeError traceback",
-    raises=AssertionError,
-)
 def test_doctor_reports_a_garbled_audit_anchor_in_plain_words(run_cli, issue, data_dir):
     issue()
     (data_dir / "audit.anchor").write_text('{"length": 9, "hea', encoding="utf-8")  # a torn write
@@ -438,11 +427,6 @@ def test_a_certificate_the_ca_refuses_fails_the_request_in_plain_words(run_cli, 
     assert "state=failed" in listing(base_env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify lints without [ca.local] lint_waivers, so a waived pre-issuance finding fails the request",
-    raises=AssertionError,
-)
 def test_a_waived_lint_finding_lets_the_embedded_ca_issue(run_cli, data_dir, audit_entries):
     env = {
         "CERTPORTAL__CA__LOCAL__PKI_URL": "http://pki.internal/certportal",

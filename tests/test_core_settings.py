@@ -216,12 +216,6 @@ def test_weak_password_policy_stops_the_command_line_at_start_up(run_cli):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate() does not check [crypto] friendly_name; an unknown placeholder passes start-up and every "
-    "request then orders a certificate and fails at bundle with KeyError",
-    raises=pytest.fail.Exception,
-)
 def test_a_friendly_name_template_that_cannot_be_filled_is_refused_at_start_up():
     with pytest.raises(ConfigError, match="friendly_name"):
         load_settings(None, {"CERTPORTAL__CRYPTO__FRIENDLY_NAME": "{name} S/MIME"})

@@ -175,3 +175,8 @@ def test_socket_mode_bodies_are_checked_too(svc):
     assert response.status == 400
     event = json.loads(event_body({"type": "app_home_opened", "user": REQUESTER, "tab": "home"}))
     assert svc.app.dispatch(BoltRequest(body=event, mode="socket_mode")).status == 200
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(svc):
+    body = "payload=" + "x" * 1_100_000
+    assert raw_post(svc, body, sign(body)).status_code == 413

@@ -6,6 +6,7 @@ import json
 import signal
 import stat
 import threading
+from pathlib import Path
 
 import click
 
@@ -120,9 +121,7 @@ def doctor() -> None:
             "CERTPORTAL_MASTER_KEYS (see README, Operations)"
         )
     p = state().pipeline
-    mode = stat.S_IMODE(s.db_path.stat().st_mode)
-    if mode & 0o077:
-        problems.append(f"the database {s.db_path} is readable by others (mode {mode:o}); chmod 600 it")
+    problems.extend(_exposed_files(s.data_dir))
     for what, backend in (("CA", p.ca), ("vault", p.vault), ("directory", p.directory)):
         try:
             found = backend.check()
@@ -144,6 +143,27 @@ def doctor() -> None:
     if problems:
         fail(f"{len(problems)} problem(s) found")
     click.echo("all checks passed")
+
+
+# Files that open or hold secrets: readable by the service's user only.
+_PRIVATE_FILES = {
+    "certportal.db": "the database",
+    "master.keys": "the master key file",
+    "audit.anchor": "the audit anchor",
+    "ca/ca.db": "the embedded CA's key store",
+    "vault/vault.db": "the local vault",
+}
+
+
+def _exposed_files(data_dir: Path) -> list[str]:
+    found = []
+    for name, what in _PRIVATE_FILES.items():
+        path = data_dir / name
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                found.append(f"{what} {path} is readable by others (mode {mode:o}); chmod 600 it")
+    return found
 
 
 @click.command()

@@ -43,8 +43,8 @@ class SlackEndpoint:
         self.verifier = SignatureVerifier(signing_secret, clock=_Clock(now))
 
     async def handle(self, request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        raw = await _bounded_body(request)
+        if raw is None:
             return _error(413, "request too large")
         timestamp = request.headers.get("x-slack-request-timestamp", "")
         signature = request.headers.get("x-slack-signature", "")
@@ -79,6 +79,20 @@ class SlackEndpoint:
         # The body is verified and parsed already; "socket_mode" tells Bolt to take it as it is.
         request = BoltRequest(body=body, headers=headers, mode="socket_mode")  # type: ignore[arg-type]
         return self.app.dispatch(request)
+
+
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it grows past MAX_BODY_BYTES (Slack's requests are a few kilobytes)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _error(status: int, message: str) -> Response:

@@ -67,6 +67,7 @@ CREATE TABLE work (
     validation_reminded_at TEXT,
     cert_pem TEXT,
     chain_pem TEXT,
+    ca_detail TEXT NOT NULL DEFAULT '',          -- what the CA said at issuance (e.g. waived lint findings)
     lint_findings TEXT NOT NULL DEFAULT '',
     pfx_enc BLOB,
     vault_ref TEXT,
