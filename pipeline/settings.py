@@ -73,8 +73,8 @@ class CryptoSettings:
 @dataclass
 class WorkerSettings:
     threads: int = 2
-    lease_seconds: int = 120
-    heartbeat_seconds: int = 20
+    lease_seconds: float = 120.0
+    heartbeat_seconds: float = 20.0
     idle_poll_seconds: float = 0.5
     max_attempts: int = 8
     backoff_base_seconds: float = 2.0
@@ -378,6 +378,8 @@ def validate(s: Settings) -> None:
     ):
         if value not in allowed:
             raise ConfigError(f"{section} must be one of {', '.join(allowed)} (got {value!r})")
+    if not 0 < s.worker.heartbeat_seconds < s.worker.lease_seconds:
+        raise ConfigError("worker.heartbeat_seconds must be positive and shorter than worker.lease_seconds")
     if s.worker.threads < 1:
         raise ConfigError("worker.threads must be at least 1")
     if s.scheduler.interval_seconds < 1:

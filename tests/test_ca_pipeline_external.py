@@ -135,7 +135,11 @@ def test_a_worker_killed_between_order_and_saving_its_id_never_orders_twice(
         "Alice",
         "--last-name",
         "Example",
-        env={"CERTPORTAL_CRASH_AT": "order:submitted", "CERTPORTAL__WORKER__LEASE_SECONDS": "1"},
+        env={
+            "CERTPORTAL_CRASH_AT": "order:submitted",
+            "CERTPORTAL__WORKER__LEASE_SECONDS": "1",
+            "CERTPORTAL__WORKER__HEARTBEAT_SECONDS": "0.5",
+        },
     )
     assert crashed.returncode == -9, crashed.stderr
     assert sum(orders_per_marker(vendor).values()) == 1  # the CA took the order; we never saved its id

@@ -21,8 +21,11 @@ CA_HASH = hashes.SHA384()  # matches the P-384 CA keys (BR 7.1.3.2)
 
 
 def random_serial() -> int:
-    # 128 random bits, top bit cleared so the DER integer stays positive and < 2^159.
-    return secrets.randbits(127) | 1
+    # 128 CSPRNG bits (BR 7.1 asks for at least 64); positive and far below 2^159.
+    while True:
+        serial = secrets.randbits(128)
+        if serial:
+            return serial
 
 
 def ca_name(organization: str, common_name: str) -> x509.Name:
