@@ -44,9 +44,7 @@ def build_pipeline(
     store = Store(settings.db_path).open()
     audit = AuditLog(store, box=box, clock=clock, anchor_path=settings.data_dir / "audit.anchor")
     if notifier is None:
-        from bot.console import ConsoleNotifier
-
-        notifier = ConsoleNotifier()
+        notifier = default_notifier(settings)
     p = Pipeline(
         settings=settings,
         store=store,
@@ -60,7 +58,23 @@ def build_pipeline(
     )
     if hook is not None:
         p.hook = hook
+    # The Slack notifier records approvals messages in the store, which exists only now.
+    attach = getattr(notifier, "attach", None)
+    if callable(attach):
+        attach(p)
     return p
+
+
+def default_notifier(settings: Settings) -> Notifier:
+    """Slack when a bot token is configured (so `certportal worker`, `issue` and `revoke` tell people
+    in Slack too), else the log."""
+    if settings.secrets.slack_bot_token:
+        from bot.slack.app import build_notifier
+
+        return build_notifier(settings)
+    from bot.console import ConsoleNotifier
+
+    return ConsoleNotifier()
 
 
 def crash_hook_from_environment(environ: Mapping[str, str]) -> Callable[[str], None] | None:
