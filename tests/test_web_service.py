@@ -19,8 +19,8 @@ from bot.web import logs
 from bot.web.app import build_web_app
 from bot.web.server import ThreadedServer
 from tests.conftest import ROOT
-from tests.fakes.slack_api import BOT_TOKEN, FakeSlack
-from tests.support.slack import SIGNING_SECRET, command_body, free_port, sign, wait_for
+from tests.fakes.slack_api import BOT_TOKEN, FakeSlack, buttons
+from tests.support.slack import SIGNING_SECRET, block_actions_body, command_body, free_port, sign, wait_for
 
 
 def test_healthz_and_the_embedded_cas_crl_and_issuer_in_der(pipeline):
@@ -78,11 +78,12 @@ def test_uvicorns_access_log_never_shows_a_token(pipeline):
 def fake_slack():
     slack = FakeSlack().start()
     slack.add_user("U0REQUEST", "alice@example.com")
+    slack.add_user("U0APPROVE", "ivan@example.com")
     yield slack
     slack.stop()
 
 
-def test_certportal_serve_answers_slack_and_serves_health(base_env, fake_slack):
+def test_certportal_serve_answers_slack_runs_the_worker_and_serves_health(base_env, fake_slack):
     port = free_port()
     env = {
         **base_env,
@@ -90,6 +91,7 @@ def test_certportal_serve_answers_slack_and_serves_health(base_env, fake_slack):
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": fake_slack.api_url,
         "CERTPORTAL__POLICY__APPROVALS_CHANNEL": "C0APPROVALS",
+        "CERTPORTAL__POLICY__APPROVERS": "U0APPROVE",
         "CERTPORTAL__SERVICE__PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
     proc = subprocess.Popen(
@@ -118,7 +120,17 @@ def test_certportal_serve_answers_slack_and_serves_health(base_env, fake_slack):
             headers={**sign(body), "Content-Type": "application/x-www-form-urlencoded"},
         )
         assert ack.status_code == 200 and time.perf_counter() - started < 1.0
-        wait_for(lambda: fake_slack.channel_messages("C0APPROVALS"), 15, "the approvals message")
+        message = wait_for(lambda: fake_slack.channel_messages("C0APPROVALS"), 15, "the approvals message")[0]
+        click = block_actions_body(
+            "approve_request", buttons(message["blocks"])[0]["value"], user_id="U0APPROVE", response_url=None
+        )
+        httpx.post(
+            url + "/slack/events",
+            content=click,
+            headers={**sign(click), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        # The worker runs in a child process and tells the requester in Slack too.
+        wait_for(lambda: any("is ready" in t for t in fake_slack.dm_texts("U0REQUEST")), 60, "the ready DM")
         httpx.get(url + "/links/" + "T" * 43)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -14,9 +14,11 @@ import threading
 import click
 
 from bot.cli.common import actor, fail, state
+from bot.console import ConsoleNotifier
 from bot.web import logs
 from bot.web.app import build_web_app
 from bot.web.server import Server, config
+from bot.wiring import build_pipeline
 from pipeline.certificates import current_certificate
 from pipeline.drive import run_until_settled
 from pipeline.errors import PolicyError
@@ -42,7 +44,8 @@ def demo(mailbox: str, host: str, port: int, exit_after: float | None) -> None:
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port")
         return
-    p = cli.pipeline
+    # The demo runs without Slack even where Slack tokens are set.
+    p = build_pipeline(s, notifier=ConsoleNotifier())
     who = actor()
     try:
         request = create_request(

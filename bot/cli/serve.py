@@ -1,16 +1,23 @@
 """``certportal serve``: the Slack app, the link pages and /ca/* on one web server, plus the worker and scheduler.
 
-The worker and the scheduler run in threads of the same process unless
-``--no-worker`` is given (then run ``certportal worker`` beside it). Slack's
-acknowledgements never wait for them: every Slack listener acks before any
-network or key work. Socket Mode is used when ``SLACK_APP_TOKEN`` is set, HTTP at
-``/slack/events`` otherwise; the web server runs either way for the link pages.
+The worker and the scheduler run as a supervised child process (``certportal
+worker`` at a lower CPU priority) unless ``--no-worker`` is given, in which case
+run ``certportal worker`` yourself. A separate process, because parts of
+provisioning (linting, PKCS#12, S/MIME checks) hold the GIL for long stretches; in
+threads of this process they would hold up Slack's acknowledgements. Every Slack
+listener acks before any network work. Socket Mode is used when
+``SLACK_APP_TOKEN`` is set, HTTP at ``/slack/events`` otherwise; the web server
+runs either way for the link pages.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import click
@@ -19,12 +26,9 @@ from bot.cli.common import fail, state
 from bot.slack.app import build_notifier, build_slack_app
 from bot.web import logs
 from bot.web.app import build_web_app
-from bot.web.server import Server, config, lower_thread_priority
+from bot.web.server import Server, config
 from bot.web.slack_endpoint import SlackEndpoint
 from bot.wiring import build_pipeline, crash_hook_from_environment
-from pipeline.context import Pipeline
-from pipeline.lifecycle.scheduler import start_scheduler_thread
-from pipeline.worker import Worker
 
 log = logging.getLogger("certportal.serve")
 WORKER_NICENESS = 10
@@ -50,8 +54,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     slack_app = build_slack_app(p, notifier)
     endpoint = None if socket_mode else SlackEndpoint(slack_app, signing_secret=secrets.slack_signing_secret)
     web = build_web_app(p, slack=endpoint)
-    stop = threading.Event()
-    background = [] if no_worker else start_background(p, stop)
+    worker = None if no_worker else WorkerProcess(cli.config, cli.environ).start()
     socket_handler = None
     if socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -63,7 +66,7 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         host or s.service.listen_host,
         port or s.service.listen_port,
         "Socket Mode" if socket_mode else "HTTP at /slack/events",
-        "off (run `certportal worker`)" if no_worker else f"on ({s.worker.threads} threads)",
+        "off (run `certportal worker`)" if no_worker else f"in a child process ({s.worker.threads} threads)",
     )
     try:
         Server(
@@ -75,25 +78,58 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
             )
         ).run()
     finally:
-        stop.set()
         if socket_handler is not None:
             socket_handler.close()
-        for thread in background:
-            thread.join(timeout=30)
+        if worker is not None:
+            worker.stop()
 
 
-def start_background(p: Pipeline, stop: threading.Event) -> list[threading.Thread]:
-    """The worker threads and the lifecycle scheduler, at a lower CPU priority than the web server."""
+class WorkerProcess:
+    """``certportal worker`` (provisioning worker and lifecycle scheduler) as a child that is restarted if it dies.
 
-    def run() -> None:
-        lower_thread_priority(WORKER_NICENESS)  # the worker's and scheduler's threads inherit it
-        scheduler = start_scheduler_thread(p, stop)
-        Worker(p).run(stop)
-        scheduler.join(timeout=30)
+    It runs in its own session, so a Ctrl-C in the terminal reaches only this
+    process, which then stops the child with SIGTERM (the worker finishes its step).
+    """
 
-    background = threading.Thread(target=run, name="certportal-background", daemon=True)
-    background.start()
-    return [background]
+    def __init__(self, config: str | None, environ: dict[str, str]) -> None:
+        nice = shutil.which("nice")
+        command = [sys.executable, "-m", "bot", *(["--config", config] if config else []), "worker"]
+        self.argv = [nice, "-n", str(WORKER_NICENESS), *command] if nice else command
+        self.environ = environ
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="certportal-worker-supervisor", daemon=True)
+
+    def start(self) -> WorkerProcess:
+        self._thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, env=self.environ, start_new_session=True)
+            code = self.proc.wait()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            log.error("the worker process exited with status %s; starting it again in %.0f s", code, delay)
+            self._stop.wait(delay)
+            delay = min(delay * 2, 60.0)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("the worker did not stop within %.0f s; killing it", timeout)
+                proc.kill()
+                proc.wait()
+        self._thread.join(timeout=5)
 
 
 COMMANDS: list[Any] = [serve]
