@@ -59,7 +59,7 @@ def main() -> None:
         "CERTPORTAL_MASTER_KEYS": new_key(),
         "CERTPORTAL__CRYPTO__KEY_TYPE": "rsa-4096",
         "CERTPORTAL__SERVICE__LOG_LEVEL": "WARNING",
-        "CERTPORTAL__SERVICE__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "CERTPORTAL__WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": slack.api_url,

@@ -33,10 +33,14 @@ MAX_VALIDITY_DAYS = 824
 
 @dataclass
 class ServiceSettings:
-    public_url: str = "http://127.0.0.1:8080"  # where link pages are reached
+    log_level: str = "INFO"
+
+
+@dataclass
+class WebSettings:
+    public_url: str = "http://127.0.0.1:8080"  # the base of every link: {public_url}/links/{token}
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
-    log_level: str = "INFO"
 
 
 @dataclass
@@ -47,9 +51,6 @@ class PolicySettings:
     allow_guests: bool = False
     allow_bots: bool = False
     allow_deactivated: bool = False
-    approvers: list[str] = field(default_factory=list)  # Slack user ids
-    approver_group: str = ""  # Slack user group id
-    approvals_channel: str = ""
 
 
 @dataclass
@@ -199,6 +200,9 @@ class LinkSettings:
 @dataclass
 class SlackSettings:
     api_url: str = "https://slack.com/api/"
+    approvers: list[str] = field(default_factory=list)  # Slack user ids
+    approver_group: str = ""  # Slack user group id
+    approvals_channel: str = ""
 
 
 @dataclass
@@ -236,6 +240,7 @@ class Secrets:
 class Settings:
     data_dir: Path = Path("./var")
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)

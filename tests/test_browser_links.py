@@ -132,7 +132,7 @@ def chromium(tmp_path: Path) -> Iterator[Chromium]:
 @pytest.fixture
 def served(make_settings):
     port = free_port()
-    p = build_pipeline(make_settings(**{"service.public_url": f"http://127.0.0.1:{port}"}))
+    p = build_pipeline(make_settings(**{"web.public_url": f"http://127.0.0.1:{port}"}))
     request = create_request(p, mailbox="alice@example.com", requested_by="test", approved=True)
     run_until_settled(p, [request["id"]], timeout=60)
     with ThreadedServer(build_web_app(p), port=port) as server:

@@ -142,7 +142,7 @@ def test_deny_asks_for_a_reason_and_tells_the_requester(svc):
 
 
 def test_approver_group_members_may_decide(base_env):
-    with running_service(base_env, worker=False, **{"policy.approvers": "[]", "policy.approver_group": "S0PKI"}) as svc:
+    with running_service(base_env, worker=False, **{"slack.approvers": "[]", "slack.approver_group": "S0PKI"}) as svc:
         svc.slack.usergroups["S0PKI"] = [APPROVER2]
         request_id, _ = submit(svc)
         svc.click(APPROVE, request_id, user=APPROVER, name="not-member")

@@ -50,7 +50,7 @@ def link_from(svc: SlackService, name: str) -> str:
     reply = wait_for(lambda: svc.replies(name), what=f"link reply {name}")[-1]
     assert reply.get("response_type") == "ephemeral"
     url = next(b["url"] for b in buttons(reply["blocks"]) if b.get("url"))
-    assert url.startswith(svc.settings.service.public_url + "/links/")
+    assert url.startswith(svc.settings.web.public_url + "/links/")
     return url
 
 
@@ -81,7 +81,7 @@ def test_request_approve_ready_link_reveal_and_download(svc):
     password_url, pfx_url = link_from(svc, "pw"), link_from(svc, "pfx")
 
     # GET (as an unfurler, a scanner, a prefetch would) consumes nothing.
-    path = password_url[len(svc.settings.service.public_url) :]
+    path = password_url[len(svc.settings.web.public_url) :]
     for _ in range(3):
         page = svc.http.get(svc.url + path)
         assert page.status_code == 200 and "alice@example.com" in page.text and "expires" in page.text
@@ -96,7 +96,7 @@ def test_request_approve_ready_link_reveal_and_download(svc):
     assert again.status_code == 410 and secret.password not in again.text and "already been used" in again.text
     assert "already been used" in svc.http.get(svc.url + path).text
 
-    pfx_path = pfx_url[len(svc.settings.service.public_url) :]
+    pfx_path = pfx_url[len(svc.settings.web.public_url) :]
     form = svc.http.get(svc.url + pfx_path).text
     download = svc.http.post(svc.url + pfx_path, data={"csrf": csrf_of(form)})
     assert download.headers["content-type"] == "application/x-pkcs12"

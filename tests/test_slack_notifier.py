@@ -57,7 +57,7 @@ def test_approver_notices_go_to_the_approvals_channel_only(svc, kind):
 
 
 def test_without_a_channel_each_approver_gets_a_copy_and_every_copy_is_rewritten(base_env):
-    with running_service(base_env, worker=False, **{"policy.approvals_channel": ""}) as svc:
+    with running_service(base_env, worker=False, **{"slack.approvals_channel": ""}) as svc:
         request = pending(svc)
         svc.p.notifier.send(notification=submitted(request))
         svc.p.notifier.send(notification=submitted(request))  # a repeat posts nothing new

@@ -25,7 +25,7 @@ def test_serve_in_socket_mode_acks_commands_over_the_websocket(base_env):
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_APP_TOKEN": APP_TOKEN,
         "SLACK_API_URL": slack.api_url,
-        "CERTPORTAL__POLICY__APPROVALS_CHANNEL": "C0APPROVALS",
+        "CERTPORTAL__SLACK__APPROVALS_CHANNEL": "C0APPROVALS",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "serve", "--port", str(port), "--no-worker"],

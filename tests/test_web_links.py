@@ -77,7 +77,7 @@ def test_our_own_origin_is_accepted_and_other_sites_are_refused(web):
         refused = http.post(path, data={"csrf": token}, headers=headers)
         assert refused.status_code == 403
         assert_locked_down(refused)
-    ours = http.post(path, data={"csrf": token}, headers={"Origin": p.settings.service.public_url})
+    ours = http.post(path, data={"csrf": token}, headers={"Origin": p.settings.web.public_url})
     assert ours.status_code == 200 and ours.headers["content-type"] == "application/x-pkcs12"
     assert 'filename="alice@example.com.p12"' in ours.headers["content-disposition"]
     assert ours.headers["cache-control"] == "no-store"

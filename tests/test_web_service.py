@@ -90,9 +90,9 @@ def test_certportal_serve_answers_slack_runs_the_worker_and_serves_health(base_e
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": fake_slack.api_url,
-        "CERTPORTAL__POLICY__APPROVALS_CHANNEL": "C0APPROVALS",
-        "CERTPORTAL__POLICY__APPROVERS": "U0APPROVE",
-        "CERTPORTAL__SERVICE__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "CERTPORTAL__SLACK__APPROVALS_CHANNEL": "C0APPROVALS",
+        "CERTPORTAL__SLACK__APPROVERS": "U0APPROVE",
+        "CERTPORTAL__WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -37,7 +37,7 @@ def demo(mailbox: str, host: str, port: int, exit_after: float | None) -> None:
     s = cli.settings
     logs.configure("WARNING")
     base = f"http://{host}:{port}"
-    s.service.public_url = base
+    s.web.public_url = base
     try:
         # Listening before the links are printed: a browser opening one at once is queued, not refused.
         listener = socket.create_server((host, port))

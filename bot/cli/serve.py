@@ -35,8 +35,8 @@ WORKER_NICENESS = 10
 
 
 @click.command()
-@click.option("--host", default=None, help="Address to listen on (default: [service] listen_host).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default: [service] listen_port).")
+@click.option("--host", default=None, help="Address to listen on (default: [web] listen_host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: [web] listen_port).")
 @click.option("--no-worker", is_flag=True, help="Serve only; run `certportal worker` as a separate process.")
 def serve(host: str | None, port: int | None, no_worker: bool) -> None:
     """Run the Slack app, link pages, /healthz and /ca/* (and, by default, the worker and scheduler)."""
@@ -63,8 +63,8 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         socket_handler.connect()
     log.info(
         "serving on %s:%s, Slack over %s, worker %s",
-        host or s.service.listen_host,
-        port or s.service.listen_port,
+        host or s.web.listen_host,
+        port or s.web.listen_port,
         "Socket Mode" if socket_mode else "HTTP at /slack/events",
         "off (run `certportal worker`)" if no_worker else f"in a child process ({s.worker.threads} threads)",
     )
@@ -72,8 +72,8 @@ def serve(host: str | None, port: int | None, no_worker: bool) -> None:
         Server(
             config(
                 web,
-                host=host or s.service.listen_host,
-                port=port or s.service.listen_port,
+                host=host or s.web.listen_host,
+                port=port or s.web.listen_port,
                 log_level=s.service.log_level,
             )
         ).run()

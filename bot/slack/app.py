@@ -34,7 +34,7 @@ LISTENER_NICENESS = 5
 def build_notifier(settings: Settings) -> SlackNotifier:
     """The notifier the pipeline is built with; ``build_slack_app`` attaches the pipeline to it."""
     client = build_client(settings)
-    return SlackNotifier(client, settings, Approvers(settings.policy, client))
+    return SlackNotifier(client, settings, Approvers(settings.slack, client))
 
 
 def build_slack_app(p: Pipeline, notifier: SlackNotifier) -> App:

@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack.client import slack_error
 from pipeline.clock import parse_iso
-from pipeline.settings import PolicySettings
+from pipeline.settings import SlackSettings
 
 log = logging.getLogger("certportal.slack")
 GROUP_CACHE_SECONDS = 60.0
@@ -61,9 +61,9 @@ def _state_words(state: Any) -> str:
 
 class Approvers:
     def __init__(
-        self, policy: PolicySettings, client: WebClient, *, monotonic: Callable[[], float] = time.monotonic
+        self, slack: SlackSettings, client: WebClient, *, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self.policy = policy
+        self.slack = slack
         self.client = client
         self._monotonic = monotonic
         self._group: frozenset[str] = frozenset()
@@ -71,26 +71,26 @@ class Approvers:
         self._lock = threading.Lock()
 
     def is_approver(self, user_id: str) -> bool:
-        return user_id in self.policy.approvers or user_id in self.group_members()
+        return user_id in self.slack.approvers or user_id in self.group_members()
 
     def everyone(self) -> list[str]:
         """Configured approvers first, then group members, without duplicates."""
-        seen = dict.fromkeys(self.policy.approvers)
+        seen = dict.fromkeys(self.slack.approvers)
         seen.update(dict.fromkeys(sorted(self.group_members())))
         return list(seen)
 
     def group_members(self) -> frozenset[str]:
-        if not self.policy.approver_group:
+        if not self.slack.approver_group:
             return frozenset()
         with self._lock:
             fresh = self._fetched_at is not None and self._monotonic() - self._fetched_at < GROUP_CACHE_SECONDS
             if fresh:
                 return self._group
             try:
-                response = self.client.usergroups_users_list(usergroup=self.policy.approver_group)
+                response = self.client.usergroups_users_list(usergroup=self.slack.approver_group)
             except (SlackApiError, OSError) as exc:
                 # Keep the last known members: a Slack hiccup must not lock every approver out.
-                log.warning("could not list approver group %s: %s", self.policy.approver_group, slack_error(exc))
+                log.warning("could not list approver group %s: %s", self.slack.approver_group, slack_error(exc))
                 return self._group
             self._group = frozenset(response.get("users") or [])
             self._fetched_at = self._monotonic()

@@ -39,7 +39,7 @@ class SlackDeps:
     approvers: Approvers
 
     def link_url(self, token: str) -> str:
-        return f"{self.p.settings.service.public_url.rstrip('/')}/links/{token}"
+        return f"{self.p.settings.web.public_url.rstrip('/')}/links/{token}"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The Notifier port for Slack: approvers hear about requests and trouble, requesters get DMs.
 
-Approver kinds go to ``[policy] approvals_channel`` (or, with no channel set, to
+Approver kinds go to ``[slack] approvals_channel`` (or, with no channel set, to
 each approver by DM). Requester kinds go by DM to the request's Slack user, or,
 for certificates issued outside Slack, to the user whose Slack email is the
 mailbox (``users.lookupByEmail``). Every message asking for a decision is
@@ -135,12 +135,12 @@ class SlackNotifier:
             )
 
     def _approver_channels(self) -> list[str]:
-        channel = self.settings.policy.approvals_channel
+        channel = self.settings.slack.approvals_channel
         if channel:
             return [channel]
         people = self.approvers.everyone()
         if not people:
-            log.warning("no [policy] approvals_channel and no approvers configured; approvers were not told")
+            log.warning("no [slack] approvals_channel and no approvers configured; approvers were not told")
         return [self.dm_channel(user) for user in people]
 
     # -- direct messages --------------------------------------------------------

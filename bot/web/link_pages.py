@@ -41,7 +41,7 @@ class LinkPages:
     def __init__(self, p: Pipeline, limiter: FailedLookupLimiter | None = None) -> None:
         self.p = p
         self.limiter = limiter or FailedLookupLimiter(p.settings.links.failed_lookups_per_minute)
-        parts = urlsplit(p.settings.service.public_url)
+        parts = urlsplit(p.settings.web.public_url)
         self.origin = f"{parts.scheme}://{parts.netloc}".lower()
 
     async def get(self, request: Request) -> Response:

@@ -173,7 +173,7 @@ class SlackService:
         self.p: Pipeline = build_pipeline(settings, notifier=notifier)
         self.app = build_slack_app(self.p, notifier)
         self.web = build_web_app(self.p, slack=SlackEndpoint(self.app, signing_secret=SIGNING_SECRET))
-        port = int(urlsplit(settings.service.public_url).port or 0)
+        port = int(urlsplit(settings.web.public_url).port or 0)
         self.server = ThreadedServer(self.web, port=port)
         self.http = httpx.Client(timeout=10)
         self.stop = threading.Event()
@@ -235,9 +235,9 @@ def service_settings(base_env: dict[str, str], slack: FakeSlack, **overrides: st
             "SLACK_BOT_TOKEN": BOT_TOKEN,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
             "SLACK_API_URL": slack.api_url,
-            "CERTPORTAL__POLICY__APPROVERS": f'["{APPROVER}", "{APPROVER2}"]',
-            "CERTPORTAL__POLICY__APPROVALS_CHANNEL": CHANNEL,
-            "CERTPORTAL__SERVICE__PUBLIC_URL": f"http://127.0.0.1:{free_port()}",
+            "CERTPORTAL__SLACK__APPROVERS": f'["{APPROVER}", "{APPROVER2}"]',
+            "CERTPORTAL__SLACK__APPROVALS_CHANNEL": CHANNEL,
+            "CERTPORTAL__WEB__PUBLIC_URL": f"http://127.0.0.1:{free_port()}",
         }
     )
     for dotted, value in overrides.items():
