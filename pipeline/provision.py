@@ -139,7 +139,7 @@ def _chase_validation(p: Pipeline, request: Row, work: Row, now: Any) -> None:
     )
     if not since:
         save_work(p, request["id"], {"awaiting_validation_since": iso(now)})
-        _tell(p, request, NotificationKind.AWAITING_VALIDATION, text)
+        tell(p, request, NotificationKind.AWAITING_VALIDATION, text)
         return
     waited = now - parse_iso(since)
     if waited > timedelta(days=p.settings.ca.pending_days):
@@ -150,7 +150,7 @@ def _chase_validation(p: Pipeline, request: Row, work: Row, now: Any) -> None:
         )
     if waited > VALIDATION_REMINDER_AFTER and not work["validation_reminded_at"]:
         save_work(p, request["id"], {"validation_reminded_at": iso(now)})
-        _tell(p, request, NotificationKind.AWAITING_VALIDATION, "Reminder: " + text)
+        tell(p, request, NotificationKind.AWAITING_VALIDATION, "Reminder: " + text)
 
 
 def step_fetch(p: Pipeline, request: Row, work: Row) -> Row:
@@ -249,7 +249,7 @@ def step_publish(p: Pipeline, request: Row, work: Row) -> Row:
 
 def step_notify(p: Pipeline, request: Row, work: Row) -> Row:
     row = p.store.one("SELECT not_after FROM certificates WHERE serial = ?", (work["serial"],))
-    _tell(
+    tell(
         p,
         request,
         NotificationKind.CERTIFICATE_READY,
@@ -298,7 +298,8 @@ def write_work(conn: Any, request_id: str, values: Row, now: str) -> None:
         )
 
 
-def _tell(p: Pipeline, request: Row, kind: NotificationKind, text: str, **extra: Any) -> None:
+def tell(p: Pipeline, request: Row, kind: NotificationKind, text: str, **extra: Any) -> None:
+    """Notify about ``request`` (its owner, or approvers, as the notifier routes ``kind``). Raises RetryLater."""
     p.notifier.send(
         notification=Notification(
             kind=kind,

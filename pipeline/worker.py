@@ -307,16 +307,8 @@ class Worker:
             self.queue.finish(conn, job, state, self.p.clock.now(), error)
 
     def _tell(self, request: dict[str, Any], kind: NotificationKind, text: str, **extra: str) -> None:
+        # Best effort: the request's state is already saved; a lost DM must not undo it.
         try:
-            self.p.notifier.send(
-                notification=Notification(
-                    kind=kind,
-                    text=text,
-                    mailbox=request["mailbox"],
-                    request_id=request["id"],
-                    slack_user_id=request["slack_user_id"],
-                    extra=dict(extra),
-                )
-            )
+            provision.tell(self.p, request, kind, text, extra=dict(extra))
         except CertPortalError:
             log.warning("could not deliver a %s notification for request %s", kind, request["id"])

@@ -6,7 +6,6 @@ system from the pipeline that orders from it.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,7 +19,7 @@ from integrations.ca import local_profile as profile
 from pipeline.clock import iso
 from pipeline.ports import Clock
 from pipeline.secretbox import SecretBox
-from pipeline.store.db import connect
+from pipeline.store.db import ThreadConnections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ca_keys (name TEXT PRIMARY KEY, cert_pem TEXT NOT NULL, key_enc BLOB NOT NULL);
@@ -39,23 +38,14 @@ class CAState:
         self.box = box
         self.clock = clock
         self.organization = organization
-        self._local = threading.local()
+        self._db = ThreadConnections(folder / "ca.db", _SCHEMA)
         self._lock = threading.Lock()
         self._chain: tuple[x509.Certificate, x509.Certificate] | None = None
         self._issuing_key: ec.EllipticCurvePrivateKey | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = self.folder / "ca.db"
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = connect(path)
-            conn.executescript(_SCHEMA)
-            self._local.conn = conn
-        return conn
+        return self._db.conn
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         row = self.conn.execute(sql, params).fetchone()

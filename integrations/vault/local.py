@@ -6,9 +6,7 @@ serial again returns the existing entry, so a resumed job never duplicates it.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 from pathlib import Path
 
 from pipeline.clock import iso
@@ -16,7 +14,7 @@ from pipeline.errors import NotFound, PermanentFailure
 from pipeline.ports import Clock, VaultEntry, VaultSecret
 from pipeline.secretbox import SecretBox
 from pipeline.settings import Settings
-from pipeline.store.db import connect
+from pipeline.store.db import ThreadConnections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS secrets (
@@ -33,20 +31,11 @@ class LocalVault:
         self.folder = folder
         self.box = box
         self.clock = clock
-        self._local = threading.local()
+        self._db = ThreadConnections(folder / "vault.db", _SCHEMA)
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = self.folder / "vault.db"
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = connect(path)
-            conn.executescript(_SCHEMA)
-            self._local.conn = conn
-        return conn
+        return self._db.conn
 
     def check(self) -> list[str]:
         try:

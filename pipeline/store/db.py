@@ -23,33 +23,34 @@ import sqlite_utils
 BUSY_TIMEOUT_MS = 10_000
 
 
-class Store:
-    """Owns the database path and hands out per-thread connections."""
+class ThreadConnections:
+    """One connection per thread to a database file only its owner can read.
 
-    def __init__(self, path: Path) -> None:
+    The file is created with mode 0600 (in a 0700 folder) before SQLite first
+    opens it, and ``schema`` (idempotent DDL) is applied on each new connection.
+    """
+
+    def __init__(self, path: Path, schema: str = "") -> None:
         self.path = Path(path)
+        self.schema = schema
         self._local = threading.local()
-        self._migrated = False
-
-    def open(self) -> Store:
-        """Create the file (mode 0600) if needed and apply pending migrations."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.path.exists():
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        migrate(self.conn)
-        self._migrated = True
-        return self
 
     @property
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = connect(self.path)
+            if self.schema:
+                conn.executescript(self.schema)
             self._local.conn = conn
         return conn
 
     @property
     def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over this thread's connection, for queries that return rows as dicts."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite_utils.Database(self.conn)
@@ -62,6 +63,15 @@ class Store:
             conn.close()
             self._local.conn = None
             self._local.db = None
+
+
+class Store(ThreadConnections):
+    """The service database: migrations, short write transactions, dict rows."""
+
+    def open(self) -> Store:
+        """Create the file (mode 0600) if needed and apply pending migrations."""
+        migrate(self.conn)
+        return self
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -77,11 +87,10 @@ class Store:
             conn.execute("COMMIT")
 
     def one(self, sql: str, params: Any = ()) -> dict[str, Any] | None:
-        row = self.conn.execute(sql, params).fetchone()
-        return dict(row) if row is not None else None
+        return next(iter(self.db.query(sql, params)), None)
 
     def all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+        return list(self.db.query(sql, params))
 
 
 def connect(path: Path) -> sqlite3.Connection:
