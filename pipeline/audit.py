@@ -64,6 +64,7 @@ class AuditLog:
         self.box = box
         self.clock = clock
         self.anchor_path = anchor_path
+        self._anchored = 0  # the highest sequence this process has anchored
 
     def record(self, *, actor: str, action: str, subject: str = "", origin: str = "", **detail: Any) -> int:
         """Append one entry in its own transaction and return its sequence number."""
@@ -100,8 +101,9 @@ class AuditLog:
         return seq
 
     def anchor_latest(self) -> None:
+        """Move the anchor to the newest entry; skips the file when this process already anchored it."""
         last = self.store.one("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1")
-        if last:
+        if last and last["seq"] > self._anchored:
             self._anchor(last["seq"])
 
     def _anchor(self, seq: int) -> None:
@@ -114,13 +116,20 @@ class AuditLog:
         with os.fdopen(fd, "r+", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             text = fh.read().strip()
-            current = json.loads(text)["length"] if text else 0
+            try:
+                current = int(json.loads(text)["length"]) if text else 0
+            except (ValueError, KeyError, TypeError):
+                # Never paper over a damaged anchor: `audit verify` and doctor report it.
+                log.error("audit anchor %s is unreadable; not moving it", self.anchor_path.name)
+                return
+            self._anchored = max(self._anchored, min(seq, current))
             if seq > current:
                 fh.seek(0)
                 fh.truncate()
                 fh.write(json.dumps({"length": row["seq"], "head": row["mac"]}) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
+                self._anchored = seq
                 log.info("audit head length=%d mac=%s", row["seq"], row["mac"])
 
     def entries(self, since: str | None = None) -> Iterator[dict[str, Any]]:

@@ -7,17 +7,22 @@ and after issuance by ``verify`` for every CA. The certificate type comes from i
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from cryptography import x509
 from pkilint import loader
 from pkilint.cabf import smime
 from pkilint.pkix import certificate
 
 _BLOCKING = {"FATAL", "ERROR", "WARNING"}
 _lock = threading.Lock()
+_RECENT_MAX = 256
+_recent: OrderedDict[bytes, LintResult] = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,25 @@ def lint_certificate(der: bytes) -> LintResult:
     """Lint one DER certificate as the S/MIME type its policy OID names.
 
     A certificate without an S/MIME BR policy OID gets a single ERROR finding.
+    Results are remembered by the to-be-signed bytes: the embedded CA lints a
+    dummy-signed copy before issuance, and verify then lints the real
+    certificate, whose TBS is identical (findings never depend on the
+    signature value), so the second lint is free.
     """
+    key = hashlib.sha256(x509.load_der_x509_certificate(der).tbs_certificate_bytes).digest()
+    with _lock:
+        cached = _recent.get(key)
+    if cached is not None:
+        return cached
+    result = _lint(der)
+    with _lock:
+        _recent[key] = result
+        while len(_recent) > _RECENT_MAX:
+            _recent.popitem(last=False)
+    return result
+
+
+def _lint(der: bytes) -> LintResult:
     cert = loader.load_der_certificate(der, "leaf")
     level_generation = smime.determine_validation_level_and_generation(cert)
     if level_generation is None:

@@ -38,21 +38,28 @@ class Worker:
         self._lock = threading.Lock()
 
     # -- loops --------------------------------------------------------------
-    def run_once(self, owner: str | None = None) -> bool:
-        """Claim and run one job; False when nothing was runnable."""
+    def run_once(self, owner: str | None = None, *, keep_going: Callable[[], bool] | None = None) -> bool:
+        """Claim and run one job; False when nothing was runnable.
+
+        With ``keep_going``, a job that finishes leases the next one in its final
+        commit for as long as ``keep_going()`` is true.
+        """
         owner = owner or f"{self.name}:{threading.get_ident()}"
         job = self.queue.claim(owner, self.p.clock.now())
         if job is None:
             return False
-        with self._lock:
-            self._active[job.id] = owner
-        try:
-            self.run_job(job)
-        except LeaseLost:
-            log.warning("job %s was taken over by another worker", job.id)
-        finally:
+        while job is not None:
+            current = job
             with self._lock:
-                self._active.pop(job.id, None)
+                self._active[current.id] = owner
+            try:
+                job = self.run_job(current, chain=keep_going is not None and keep_going())
+            except LeaseLost:
+                log.warning("job %s was taken over by another worker", current.id)
+                job = None
+            finally:
+                with self._lock:
+                    self._active.pop(current.id, None)
         return True
 
     def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> None:
@@ -62,11 +69,13 @@ class Worker:
         def loop(index: int) -> None:
             owner = f"{self.name}:{index}"
             while not stop.is_set() and not done.is_set():
-                worked = self.run_once(owner)
+                worked = self.run_once(owner, keep_going=lambda: not (stop.is_set() or done.is_set()))
                 if until is not None and until():
                     done.set()
                 elif not worked:
-                    stop.wait(self.ws.idle_poll_seconds)
+                    # Waiting on ``done`` lets the last thread to finish wake the idle
+                    # ones at once; ``stop`` is noticed within one idle poll.
+                    done.wait(self.ws.idle_poll_seconds)
 
         beat = threading.Thread(target=self._heartbeat, args=(stop, done), daemon=True)
         beat.start()
@@ -87,60 +96,68 @@ class Worker:
                 self.queue.heartbeat(ids, owner, self.p.clock.now())
 
     # -- one job ------------------------------------------------------------
-    def run_job(self, job: Job) -> None:
+    def run_job(self, job: Job, *, chain: bool = False) -> Job | None:
+        """Run ``job`` as far as it goes now; with ``chain``, finishing it leases and returns the next job."""
         if job.kind == "publish":
-            return self._run_publish(job)
+            self._run_publish(job)
+            return None
         if job.kind == "cancel":
-            return self._run_cancel(job)
+            self._run_cancel(job)
+            return None
         if job.kind == "revoke":
-            return self._run_revoke(job)
+            self._run_revoke(job)
+            return None
         request = get_request(self.p, job.request_id)
         if request["state"] in FINAL_STATES:
             self._finish(job, "done")
-            return
+            return None
         self._start(request)
         step = job.step
+        next_job = None
         while step != "done":
             request = get_request(self.p, job.request_id)
             if request["state"] == "cancelled":
                 self._finish(job, "done")
-                return
+                return None
             work = self._work(job.request_id)
             self.p.hook(f"before:{step}")
             try:
                 updates = provision.STEP_FUNCTIONS[step](self.p, request, work)
             except provision.Reschedule as exc:
                 self.queue.reschedule(job, delay=exc.delay, now=self.p.clock.now(), failed=False)
-                return
+                return None
             except NeedsReconciliation as exc:
                 self._park(job, request, exc)
-                return
+                return None
             except PermanentFailure as exc:
                 self._fail(job, request, exc.user_reason, exc.admin_detail)
-                return
+                return None
             except RetryLater as exc:
                 self._retry(job, request, exc.admin_detail, exc.delay)
-                return
+                return None
             except CertPortalError as exc:
                 self._fail(job, request, "Something went wrong; IT has been told.", f"{type(exc).__name__}: {exc}")
-                return
+                return None
             except Exception as exc:  # a bug or an unforeseen library error: retry, then fail
                 log.exception("step %s of request %s failed", step, job.request_id)
                 self._retry(job, request, f"{step}: unexpected {type(exc).__name__}", None)
-                return
+                return None
             following = provision.next_step(step)
             in_tx = updates.pop(provision.IN_TRANSACTION, None)
             with self.p.store.write() as conn:
-                self.queue.hold(conn, job)
+                self.queue.advance(conn, job, following, self.p.clock.now())
                 provision.write_work(conn, job.request_id, updates, iso(self.p.clock.now()))
                 if in_tx is not None:
                     in_tx(conn)
-                self.queue.advance(conn, job, following, self.p.clock.now())
                 if following == "done":
                     self.queue.finish(conn, job, "done", self.p.clock.now())
+                    # Lease this thread's next job in the same commit: one commit per job.
+                    if chain:
+                        next_job = self.queue.claim_in(conn, job.lease_owner, self.p.clock.now())
             self.p.audit.anchor_latest()
             self.p.hook(f"after:{step}")
             step = following
+        return next_job
 
     def _work(self, request_id: str) -> dict[str, Any]:
         row = self.p.store.one("SELECT * FROM work WHERE request_id = ?", (request_id,))
@@ -182,7 +199,6 @@ class Worker:
     def _fail(self, job: Job, request: dict[str, Any], user_reason: str, admin_detail: str) -> None:
         now = iso(self.p.clock.now())
         with self.p.store.write() as conn:
-            self.queue.hold(conn, job)
             # An issued request stays issued: a failure after issuance (notify) is not the employee's loss.
             failed = conn.execute(
                 "UPDATE requests SET state = 'failed', failure_reason = ?, admin_detail = ?, updated_at = ? "
@@ -210,7 +226,6 @@ class Worker:
 
     def _park(self, job: Job, request: dict[str, Any], exc: NeedsReconciliation) -> None:
         with self.p.store.write() as conn:
-            self.queue.hold(conn, job)
             conn.execute("UPDATE requests SET admin_detail = ? WHERE id = ?", (exc.admin_detail[:2000], request["id"]))
             self.queue.finish(conn, job, "parked", self.p.clock.now(), exc.admin_detail)
             self.p.audit.append(
@@ -303,7 +318,6 @@ class Worker:
 
     def _finish(self, job: Job, state: str, error: str = "") -> None:
         with self.p.store.write() as conn:
-            self.queue.hold(conn, job)
             self.queue.finish(conn, job, state, self.p.clock.now(), error)
 
     def _tell(self, request: dict[str, Any], kind: NotificationKind, text: str, **extra: str) -> None:

@@ -12,6 +12,7 @@ import click
 
 from bot.cli.common import actor, fail, state
 from bot.wiring import master_box
+from pipeline.crypto.pkcs12 import profile_round_trips
 from pipeline.keyrotation import rotate_all
 from pipeline.lifecycle.scheduler import start_scheduler_thread
 from pipeline.queue import enqueue
@@ -122,6 +123,10 @@ def doctor() -> None:
         )
     p = state().pipeline
     problems.extend(_exposed_files(s.data_dir))
+    if profile_round_trips(s.crypto.pkcs12_profile, s.crypto.pkcs12_kdf_rounds):
+        notes.append(f"PKCS#12 profile {s.crypto.pkcs12_profile}: a test bundle opens intact")
+    else:
+        problems.append(f"PKCS#12 profile {s.crypto.pkcs12_profile}: a test bundle does not reopen intact")
     for what, backend in (("CA", p.ca), ("vault", p.vault), ("directory", p.directory)):
         try:
             found = backend.check()

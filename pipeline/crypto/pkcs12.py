@@ -46,3 +46,46 @@ def build_pfx(
 
 def open_pfx(pfx: bytes, password: str) -> pkcs12.PKCS12KeyAndCertificates:
     return pkcs12.load_pkcs12(pfx, password.encode())
+
+
+def profile_round_trips(profile: str, kdf_rounds: int) -> bool:
+    """Build a PFX in ``profile`` with a throwaway key and certificate and check it opens intact.
+
+    ``certportal doctor`` runs this once instead of reloading every PFX the
+    worker builds (reloading re-validates RSA keys while holding the GIL).
+    """
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pkcs12 self-check")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(minutes=5))
+        .sign(key, hashes.SHA256())
+    )
+    password = "self-check"  # noqa: S105 - protects a throwaway key
+    pfx = build_pfx(
+        key=key,
+        certificate=cert,
+        chain=[],
+        password=password,
+        friendly_name="self-check",
+        profile=profile,
+        kdf_rounds=kdf_rounds,
+    )
+    opened = open_pfx(pfx, password)
+    return (
+        opened.cert is not None
+        and opened.cert.certificate == cert
+        and opened.key is not None
+        and opened.key.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    )
