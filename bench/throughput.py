@@ -55,10 +55,9 @@ class QuietNotifier:
 # Calls inside steps that hold the GIL or wait on I/O: (module, attribute, label, step it runs in).
 SUSPECTS = [
     ("integrations.ca.local", "lint_certificate", "pkilint before issuance (embedded CA)", "order"),
-    ("pipeline.verify", "lint_certificate", "pkilint again", "verify"),
+    ("pipeline.verify", "lint_certificate", "pkilint again (remembered by TBS)", "verify"),
     ("pipeline.verify", "self_test", "S/MIME sign + encrypt/decrypt self-test", "verify"),
     ("pipeline.provision", "build_pfx", "PKCS#12 build (KDF rounds)", "bundle"),
-    ("pipeline.provision", "open_pfx", "PKCS#12 reload (RSA key validation)", "bundle"),
 ]
 JOB, ANCHOR, LOCK = "job", "audit anchor file (open, flock, fsync)", "SQLite write lock (BEGIN IMMEDIATE)"
 
