@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -15,33 +13,7 @@ from pipeline.drive import run_until_settled
 from pipeline.errors import PolicyError
 from pipeline.lifecycle.renewal import request_renewal
 from pipeline.ports import RevocationReason
-from pipeline.requests import create_request
-
-
-class RecordingDirectory:
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.values: dict[str, set[str]] = {}
-
-    def check(self) -> list[str]:
-        return []
-
-    def publish(self, *, mailbox: str, certificate_der: bytes, removable_sha256: frozenset[str]) -> None:
-        held = self.values.setdefault(mailbox, set())
-        held -= removable_sha256
-        held.add(hashlib.sha256(certificate_der).hexdigest())
-
-    def unpublish(self, *, mailbox: str, removable_sha256: frozenset[str]) -> None:
-        self.values.setdefault(mailbox, set()).difference_update(removable_sha256)
-
-
-def issue(p, mailbox, slack_user_id=""):
-    r = create_request(
-        p, mailbox=mailbox, requested_by="cli:test", approved=True, approver="cli:test", slack_user_id=slack_user_id
-    )
-    assert run_until_settled(p, [r["id"]], timeout=60)[r["id"]] == "issued"
-    return current_certificate(p, mailbox)
+from tests.support.lifecycle import RecordingDirectory, issue
 
 
 def spki(pem: str) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 import pytest
@@ -18,6 +17,7 @@ from pipeline.lifecycle.scheduler import run_pass
 from pipeline.ports import Notification, NotificationKind, RevocationReason
 from pipeline.requests import create_request, decide, get_request
 from pipeline.worker import Worker
+from tests.support.lifecycle import RecordingDirectory, issue
 
 D = timedelta(days=1)
 MINUTE = timedelta(minutes=1)
@@ -37,16 +37,6 @@ def lc(make_settings, notifier, clock):
     yield build
     for p in made:
         p.store.close()
-
-
-def issue(p, mailbox, slack_user_id=""):
-    r = create_request(
-        p, mailbox=mailbox, requested_by="cli:test", approved=True, approver="cli:test", slack_user_id=slack_user_id
-    )
-    assert run_until_settled(p, [r["id"]], timeout=60)[r["id"]] == "issued"
-    cert = current_certificate(p, mailbox)
-    assert cert is not None
-    return cert
 
 
 def reminders(notifier):
@@ -225,26 +215,6 @@ def test_pending_requests_expire_at_their_deadline_and_both_sides_are_told_once(
     assert any(e["action"] == "request.expired" for e in p.audit.entries())
     # The mailbox is free for a new request.
     create_request(p, mailbox="ivan@example.com", requested_by="UIVAN", slack_user_id="UIVAN", source="slack")
-
-
-class RecordingDirectory:
-    """An in-process directory holding each mailbox's certificate fingerprints."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.values: dict[str, set[str]] = {}
-
-    def check(self) -> list[str]:
-        return []
-
-    def publish(self, *, mailbox: str, certificate_der: bytes, removable_sha256: frozenset[str]) -> None:
-        held = self.values.setdefault(mailbox, set())
-        held -= removable_sha256
-        held.add(hashlib.sha256(certificate_der).hexdigest())
-
-    def unpublish(self, *, mailbox: str, removable_sha256: frozenset[str]) -> None:
-        self.values.setdefault(mailbox, set()).difference_update(removable_sha256)
 
 
 def test_an_expired_certificate_is_marked_and_leaves_the_directory(lc, clock):
