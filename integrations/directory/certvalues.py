@@ -10,6 +10,7 @@ without changing anything.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from pipeline.errors import PermanentFailure
+
+log = logging.getLogger(__name__)
 
 # Entra Connect stops exporting userCertificate / userSMIMECertificate above this.
 MAX_CERTIFICATE_VALUES = 15
@@ -132,3 +135,16 @@ def plan_publish(
         elif leaves is None or new_fp not in leaves:
             kept_smime.append(blob)
     return PublishPlan(add, remove_certificates, tuple(remove_smime), tuple(kept_smime))
+
+
+def warn_about_kept_smime(plan: PublishPlan, *, mailbox: str, publishing: bool, smime: str, certificate: str) -> None:
+    """Log the S/MIME blobs a publish must leave alone: Outlook prefers them over the new certificate."""
+    if plan.kept_smime and publishing:
+        log.warning(
+            "%s keeps %d %s value(s) CertPortal may not remove (%s); Outlook prefers them over %s",
+            mailbox,
+            len(plan.kept_smime),
+            smime,
+            ", ".join(plan.kept_smime_fingerprints()),
+            certificate,
+        )

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from integrations.directory.certvalues import PublishPlan, plan_publish
+from integrations.directory.certvalues import PublishPlan, plan_publish, warn_about_kept_smime
 from integrations.directory.entra_token import MsalTokenSource, TokenSource
 from integrations.http import RetryPolicy, VendorClient
 from pipeline.errors import ConfigError, NotFound, PermanentFailure, RetryLater
@@ -102,14 +102,13 @@ class ExchangeOnlineDirectory:
             new_der=new_der,
             removable_sha256=removable,
         )
-        if plan.kept_smime and new_der is not None:
-            log.warning(
-                "%s keeps %d UserSMimeCertificate value(s) CertPortal may not remove (%s); "
-                "Outlook prefers them over UserCertificate",
-                mailbox,
-                len(plan.kept_smime),
-                ", ".join(plan.kept_smime_fingerprints()),
-            )
+        warn_about_kept_smime(
+            plan,
+            mailbox=mailbox,
+            publishing=new_der is not None,
+            smime="UserSMimeCertificate",
+            certificate="UserCertificate",
+        )
         if plan.changes_anything:
             self._invoke("Set-Mailbox", {"Identity": mailbox, **_changes(plan)}, anchor=mailbox)
             log.info(

@@ -21,7 +21,7 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, NONE, SUBTREE, Connection, Server, 
 from ldap3.core import exceptions as lx
 from ldap3.utils.conv import escape_filter_chars
 
-from integrations.directory.certvalues import PublishPlan, plan_publish
+from integrations.directory.certvalues import PublishPlan, plan_publish, warn_about_kept_smime
 from pipeline.errors import ConfigError, NotFound, PermanentFailure, RetryLater
 from pipeline.ports import Clock
 from pipeline.settings import LdapSettings, Settings
@@ -105,14 +105,13 @@ class LdapDirectory:
                     new_der=new_der,
                     removable_sha256=removable,
                 )
-                if plan.kept_smime and new_der is not None:
-                    log.warning(
-                        "%s keeps %d userSMIMECertificate value(s) CertPortal may not remove (%s); "
-                        "Outlook prefers them over userCertificate",
-                        mailbox,
-                        len(plan.kept_smime),
-                        ", ".join(plan.kept_smime_fingerprints()),
-                    )
+                warn_about_kept_smime(
+                    plan,
+                    mailbox=mailbox,
+                    publishing=new_der is not None,
+                    smime="userSMIMECertificate",
+                    certificate="userCertificate",
+                )
                 if not plan.changes_anything:
                     return
                 try:
