@@ -53,7 +53,7 @@ def ack_deny_submission(ack: Ack, body: dict[str, Any]) -> None:
 
 
 def deny_submitted(ctx: Ctx) -> None:
-    # Bolt starts lazy listeners even when the ack refused the submission: check again.
+    # The slow half runs even when the ack refused the submission: check again.
     reason = submitted(ctx.body)
     if not reason:
         return

@@ -1,18 +1,22 @@
 """The Bolt app: one set of listeners for both transports (HTTP at /slack/events, or Socket Mode).
 
-Every listener acknowledges inline without touching the network (``process_before_response``
-with lazy listeners), so Slack gets its answer in milliseconds however busy the
-worker is; the slow half runs on Bolt's executor.
+Every listener acknowledges inline without touching the network (``process_before_response``),
+so Slack gets its answer in milliseconds however busy the worker is; the slow half
+is then handed to a pool of lower-priority threads and replies through
+``respond()``/the Web API. (Bolt's own lazy listeners would do the same but
+deep-copy the whole request for every one, which was most of the per-request cost
+of dispatch.)
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from slack_bolt import Ack, App, BoltResponse
+from slack_bolt import Ack, App, BoltResponse, Respond
 
 from bot.slack import actions, blocks, commands, events
 from bot.slack.approvers import Approvers
@@ -46,26 +50,27 @@ def build_slack_app(p: Pipeline, notifier: SlackNotifier) -> App:
     notifier.attach(p)
     deps = SlackDeps(p=p, client=notifier.client, notifier=notifier, approvers=notifier.approvers)
     secrets = p.settings.secrets
+    # The slow halves of handlers run here, below the priority of the threads that ack.
+    background = ThreadPoolExecutor(
+        max_workers=LISTENER_THREADS,
+        thread_name_prefix="slack-listener",
+        initializer=lower_thread_priority,
+        initargs=(LISTENER_NICENESS,),
+    )
     app = App(
         client=notifier.client,
         signing_secret=secrets.slack_signing_secret,
         request_verification_enabled=False,
         token_verification_enabled=False,
         process_before_response=True,
-        # The slow halves of handlers run here, below the priority of the threads that ack.
-        listener_executor=ThreadPoolExecutor(
-            max_workers=LISTENER_THREADS,
-            thread_name_prefix="slack-listener",
-            initializer=lower_thread_priority,
-            initargs=(LISTENER_NICENESS,),
-        ),
+        listener_executor=background,
         raise_error_for_unhandled_request=False,
     )
 
     app.use(_well_formed)
 
     def on(kind: Callable[..., Any], ack: Callable[..., None], handler: Handler) -> None:
-        kind(ack=ack, lazy=[lazy(deps, handler)])
+        kind(_ack_then(ack, lazy(deps, handler), background))
 
     # Help needs no lazy half (and so costs the least): it is answered by the ack itself.
     app.command(COMMAND, matchers=[commands.wants_help])(commands.ack_help)
@@ -81,15 +86,31 @@ def build_slack_app(p: Pipeline, notifier: SlackNotifier) -> App:
     # A URL button still sends a payload; it only needs its ack.
     app.action(blocks.OPEN_LINK)(actions.ack_only)
 
-    def home_opened(body: dict[str, Any]) -> None:
+    def home_opened(body: dict[str, Any], respond: Respond) -> None:
         _logged(events.home_opened, deps, body)
 
-    def user_changed(body: dict[str, Any]) -> None:
+    def user_changed(body: dict[str, Any], respond: Respond) -> None:
         _logged(events.user_changed, deps, body)
 
-    app.event("app_home_opened")(ack=_ack_event, lazy=[home_opened])
-    app.event("user_change")(ack=_ack_event, lazy=[user_changed])
+    app.event("app_home_opened")(_ack_then(_ack_event, home_opened, background))
+    app.event("user_change")(_ack_then(_ack_event, user_changed, background))
     return app
+
+
+def _ack_then(ack_fn: Callable[..., None], later: Callable[..., None], background: Executor) -> Callable[..., None]:
+    """A listener that acks with ``ack_fn`` (given ``ack``, and ``body`` if it asks for it) and then
+    queues ``later(body, respond)`` on ``background``; Bolt sends the ack as soon as this returns."""
+    wants_body = "body" in inspect.signature(ack_fn).parameters
+
+    def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        if wants_body:
+            ack_fn(ack=ack, body=body)
+        else:
+            ack_fn(ack=ack)
+        background.submit(later, body, respond)
+
+    listener.__name__ = listener.__qualname__ = f"{ack_fn.__name__}_then_{getattr(later, '__name__', 'later')}"
+    return listener
 
 
 def _well_formed(body: dict[str, Any], next: Callable[[], BoltResponse]) -> BoltResponse | None:

@@ -1,7 +1,7 @@
 """What every Slack handler shares, and the wrapper that runs the slow half of a handler after the ack.
 
 Handlers are split in two: an ack function that answers Slack at once without
-any network call, and a lazy function (run on Bolt's executor) that reads the
+any network call, and a slow half (run on a background pool after the ack) that reads the
 profile, writes to the store and replies. ``lazy`` turns ``handler(ctx)`` into
 such a function and turns refusals into a plain sentence for the user.
 """
@@ -100,7 +100,7 @@ Handler = Callable[[Ctx], None]
 
 
 def lazy(deps: SlackDeps, handler: Handler) -> Callable[..., None]:
-    """A Bolt lazy listener running ``handler`` with refusals reported to the user in plain words."""
+    """The slow half of a listener: ``handler`` run with refusals reported to the user in plain words."""
 
     def run(body: dict[str, Any], respond: Respond) -> None:
         ctx = Ctx(deps, body, respond)

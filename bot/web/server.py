@@ -19,6 +19,8 @@ log = logging.getLogger("certportal.web")
 def config(app: Any, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
     # log_config=None leaves logging to bot.web.logs (JSON lines, link tokens redacted).
     # Proxy headers are trusted from loopback only (a reverse proxy on the same host).
+    # loop/http "auto" pick uvloop and httptools (dependencies) over asyncio and h11: a
+    # fraction of the per-request CPU, which is what Slack's acks wait on under load.
     return uvicorn.Config(
         app,
         host=host,
