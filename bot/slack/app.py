@@ -31,7 +31,9 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("certportal.slack")
 COMMAND = "/smime"
-LISTENER_THREADS = 16
+# Few: the slow halves mostly wait on Slack's Web API, and every extra runnable thread
+# is one more the event loop queues behind for the GIL before it can send an ack.
+LISTENER_THREADS = 4
 LISTENER_NICENESS = 5
 
 
