@@ -80,6 +80,17 @@ def current_certificate(p: Pipeline, mailbox: str) -> Row | None:
     )
 
 
+def earlier_certificates(p: Pipeline, mailbox: str, limit: int = 10) -> list[Row]:
+    """The mailbox's certificates other than the current one, newest first.
+
+    Their keys still open mail that was encrypted to them, so they stay retrievable.
+    """
+    return p.store.all(
+        "SELECT * FROM certificates WHERE mailbox = ? AND status != 'active' ORDER BY not_after DESC LIMIT ?",
+        (mailbox, limit),
+    )
+
+
 def certificate(p: Pipeline, serial: str) -> Row:
     row = p.store.one("SELECT * FROM certificates WHERE serial = ?", (serial.lower().lstrip("0") or "0",))
     if row is None:

@@ -113,6 +113,27 @@ def test_renew_is_auto_approved_for_a_valid_certificate(svc):
     assert not svc.slack.channel_messages(CHANNEL)
 
 
+def test_status_and_app_home_list_earlier_certificates_with_their_own_links(svc):
+    first = issue_for(svc)
+    svc.command("renew", name="renew")
+    renewed = wait_for(
+        lambda: (c := current_certificate(svc.p, "alice@example.com")) and c["serial"] != first["serial"] and c, 60
+    )
+    svc.command("status", name="status")
+    reply = wait_for(lambda: svc.replies("status"))[-1]
+    history = [b for b in reply["blocks"] if b.get("block_id") == f"history:{first['serial']}"]
+    assert history and {"Show my password", "Download certificate"} <= set(button_texts(history))
+    assert "superseded" in json.dumps(reply["blocks"]) and renewed["serial"] in reply["text"]
+    # A new laptop must still read old mail: the superseded certificate's password comes as a private link.
+    svc.click(SHOW_PASSWORD, first["serial"], user=REQUESTER, name="old-password")
+    link = wait_for(lambda: svc.replies("old-password"))[-1]
+    assert link["response_type"] == "ephemeral" and "/links/" in json.dumps(link["blocks"])
+    assert svc.p.store.one("SELECT serial FROM links")["serial"] == first["serial"]
+    svc.event({"type": "app_home_opened", "user": REQUESTER, "channel": f"D{REQUESTER}", "tab": "home"})
+    home = wait_for(lambda: svc.slack.home_views.get(REQUESTER), what="App Home")
+    assert any(b.get("block_id") == f"history:{first['serial']}" for b in home["blocks"])
+
+
 def test_renewal_needs_an_approver_when_policy_says_so(base_env):
     with running_service(base_env, **{"policy.auto_approve_renewals": "false"}) as svc:
         issue_for(svc)

@@ -204,3 +204,18 @@ def status_text(*, mailbox: str, cert: dict[str, Any] | None, request: dict[str,
             f"since {slack_date(request['created_at'])}"
         )
     return "\n".join(lines)
+
+
+def history(certs: list[dict[str, Any]]) -> list[Block]:
+    """Earlier certificates, each with its own one-time-link buttons (revoked ones have none)."""
+    if not certs:
+        return []
+    body: list[Block] = [section("*Earlier certificates* — their keys still open mail that was encrypted to them:")]
+    for cert in certs:
+        line = f"`{cert['serial']}` {cert['status']}, valid until {slack_date(cert['not_after'])}"
+        if cert["status"] == "revoked":
+            body.append(section(line + " — revoked, no longer handed out"))
+            continue
+        body.append(section(line))
+        body.append(ActionsBlock(block_id=f"history:{cert['serial']}", elements=certificate_buttons(cert["serial"])))
+    return body

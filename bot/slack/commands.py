@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack
+from slack_sdk.models.blocks import ActionsBlock, Block
 
 from bot.slack import blocks, operations
 from bot.slack.context import Ctx
 from bot.slack.profile import fetch_profile, mailbox_for
 from bot.slack.views import APPROVER_REASONS, SUBSCRIBER_REASONS, revoke_view
-from pipeline.certificates import current_certificate
+from pipeline.certificates import current_certificate, earlier_certificates
 from pipeline.clock import iso
 from pipeline.ports import Notification, NotificationKind
 from pipeline.requests import cancel, open_request_for
@@ -59,7 +60,13 @@ def request(ctx: Ctx, rest: str) -> None:
 def status(ctx: Ctx, rest: str) -> None:
     mailbox = ctx.mailbox()
     cert = current_certificate(ctx.p, mailbox)
-    ctx.reply(blocks.status_text(mailbox=mailbox, cert=cert, request=open_request_for(ctx.p, mailbox)))
+    text = blocks.status_text(mailbox=mailbox, cert=cert, request=open_request_for(ctx.p, mailbox))
+    body: list[Block] = [blocks.section(text)]
+    if cert:
+        body.append(
+            ActionsBlock(block_id=f"status:{cert['serial']}", elements=blocks.certificate_buttons(cert["serial"]))
+        )
+    ctx.reply(text, body + blocks.history(earlier_certificates(ctx.p, mailbox)))
 
 
 def password(ctx: Ctx, rest: str) -> None:

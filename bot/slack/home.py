@@ -12,14 +12,21 @@ from slack_sdk.models.views import View
 from bot.slack import blocks
 from bot.slack.context import SlackDeps
 from bot.slack.profile import fetch_profile, mailbox_for
-from pipeline.certificates import current_certificate
+from pipeline.certificates import current_certificate, earlier_certificates
 from pipeline.errors import PolicyError
 from pipeline.requests import open_request_for
 
 log = logging.getLogger("certportal.slack")
 
 
-def home_view(*, mailbox: str, cert: dict[str, Any] | None, request: dict[str, Any] | None, refusal: str = "") -> View:
+def home_view(
+    *,
+    mailbox: str,
+    cert: dict[str, Any] | None,
+    request: dict[str, Any] | None,
+    refusal: str = "",
+    earlier: list[dict[str, Any]] | None = None,
+) -> View:
     body: list[Block] = [HeaderBlock(text="Your S/MIME certificate")]
     if refusal:
         body.append(blocks.section(blocks.escape(refusal)))
@@ -66,6 +73,9 @@ def home_view(*, mailbox: str, cert: dict[str, Any] | None, request: dict[str, A
                 "`/smime cancel` withdraws it."
             )
         )
+    if earlier:
+        body.append(DividerBlock())
+        body.extend(blocks.history(earlier))
     body.append(blocks.section("`/smime help` lists everything CertPortal can do."))
     return View(type="home", blocks=body)
 
@@ -79,6 +89,9 @@ def publish_home(deps: SlackDeps, user_id: str) -> None:
         view = home_view(mailbox="", cert=None, request=None, refusal=str(exc))
     else:
         view = home_view(
-            mailbox=mailbox, cert=current_certificate(deps.p, mailbox), request=open_request_for(deps.p, mailbox)
+            mailbox=mailbox,
+            cert=current_certificate(deps.p, mailbox),
+            request=open_request_for(deps.p, mailbox),
+            earlier=earlier_certificates(deps.p, mailbox),
         )
     deps.client.views_publish(user_id=user_id, view=view)
