@@ -23,6 +23,18 @@ from pipeline.errors import PermanentFailure, RetryLater
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 SETUP_USER_REASON = "The certificate service is not set up correctly. IT has been told and will fix it."
+NAMES_USER_REASON = (
+    "Your first and last name are needed for this kind of certificate but are missing from your profile. "
+    "Please add them (or ask IT to) and request again."
+)
+# Every order carries this plus the request's idempotency key, so a lookup after
+# a crash or an unknown outcome can recognise it at either CA.
+MARKER_PREFIX = "certportal-order-key:"
+
+
+def marker_for(idempotency_key: str) -> str:
+    """The text stored on the order so a later lookup can recognise it."""
+    return MARKER_PREFIX + idempotency_key
 
 
 def load_bundle(data: bytes) -> list[x509.Certificate]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from integrations.ca.common import SETUP_USER_REASON
+from integrations.ca.common import NAMES_USER_REASON, SETUP_USER_REASON, marker_for
 from pipeline.errors import PermanentFailure
 from pipeline.ports import Order, OrderStatus, RevocationReason, Subscriber
 from pipeline.settings import DigiCertSettings
@@ -18,7 +18,6 @@ PRODUCTS = ("secure_email_mailbox", "secure_email_sponsor", "secure_email_organi
 PROFILE_TYPES = ("strict", "multipurpose")
 # Only "signing" is verbatim on DigiCert's page; the other two come from a third-party client (UNCONFIRMED).
 USAGES = ("signing", "key_management", "dual_use")
-MARKER_PREFIX = "certportal-order-key:"
 
 _PENDING = {"pending", "processing", "approved", "waiting_pickup", "needs_approval", "reissue_pending", "needs_csr"}
 _FAILED = {"rejected", "denied", "revoked", "expired"}
@@ -33,15 +32,6 @@ REVOCATION_REASONS = {
     RevocationReason.CESSATION_OF_OPERATION: "cessation_of_operation",
 }
 REJECTED_USER_MESSAGE = "DigiCert turned down the certificate request. IT has been told and will follow up."
-NAMES_USER_REASON = (
-    "Your first and last name are needed for this kind of certificate but are missing from your profile. "
-    "Please add them (or ask IT to) and request again."
-)
-
-
-def marker_for(idempotency_key: str) -> str:
-    """The text stored on the order so a later lookup can recognise it."""
-    return MARKER_PREFIX + idempotency_key
 
 
 def settings_problems(s: DigiCertSettings) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from integrations.ca.common import SETUP_USER_REASON
+from integrations.ca.common import NAMES_USER_REASON, SETUP_USER_REASON, marker_for
 from pipeline.errors import PermanentFailure
 from pipeline.ports import Order, OrderStatus, RevocationReason, Subscriber
 from pipeline.settings import SectigoSettings
@@ -20,20 +20,11 @@ REVOKED_CODE = -192
 # The SCM custom field that carries our marker. An SCM admin creates it for S/MIME
 # (docs/ca-backends.md); whether SCM refuses unknown custom fields is UNCONFIRMED.
 MARKER_FIELD = "CertPortal order key"
-MARKER_PREFIX = "certportal-order-key:"
 MAX_TERM_DAYS = 825
 
 _ISSUED = {"issued", "downloaded", "enrolled"}
 _FAILED = {"rejected", "revoked", "pre_revoked", "expired"}
 REJECTED_USER_MESSAGE = "Sectigo turned down the certificate request. IT has been told and will follow up."
-NAMES_USER_REASON = (
-    "Your first and last name are needed for the certificate but are missing from your profile. "
-    "Please add them (or ask IT to) and request again."
-)
-
-
-def marker_for(idempotency_key: str) -> str:
-    return MARKER_PREFIX + idempotency_key
 
 
 def settings_problems(s: SectigoSettings) -> list[str]:
